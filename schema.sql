@@ -1,0 +1,133 @@
+-- litellm-credits ledger schema for PostgreSQL.
+-- Generated from the SQLAlchemy models by `python -m ledger.schema_sql`; do not edit.
+-- Live databases are better managed with the migrations: `ledger.migrate.upgrade(url)`.
+
+CREATE TABLE accounts (
+	id BIGSERIAL NOT NULL, 
+	kind VARCHAR(16) NOT NULL, 
+	external_id VARCHAR(255) NOT NULL, 
+	tier VARCHAR(64) NOT NULL, 
+	status VARCHAR(16) NOT NULL, 
+	overdraft_limit BIGINT NOT NULL, 
+	balance BIGINT NOT NULL, 
+	held BIGINT NOT NULL, 
+	debt BIGINT NOT NULL, 
+	created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+	updated_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+	CONSTRAINT pk_accounts PRIMARY KEY (id), 
+	CONSTRAINT uq_accounts_kind_external_id UNIQUE (kind, external_id), 
+	CONSTRAINT ck_accounts_kind CHECK (kind IN ('team', 'user', 'end_user', 'key')), 
+	CONSTRAINT ck_accounts_status CHECK (status IN ('active', 'suspended', 'past_due', 'closed')), 
+	CONSTRAINT ck_accounts_overdraft_limit CHECK (overdraft_limit >= 0), 
+	CONSTRAINT ck_accounts_held CHECK (held >= 0), 
+	CONSTRAINT ck_accounts_debt CHECK (debt >= 0)
+);
+
+CREATE TABLE api_keys (
+	id BIGSERIAL NOT NULL, 
+	key_hash VARCHAR(64) NOT NULL, 
+	key_prefix VARCHAR(16) NOT NULL, 
+	account_id BIGINT NOT NULL, 
+	user_id VARCHAR(255), 
+	team_id VARCHAR(255), 
+	alias VARCHAR(255), 
+	created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+	revoked_at TIMESTAMP WITH TIME ZONE, 
+	CONSTRAINT pk_api_keys PRIMARY KEY (id), 
+	CONSTRAINT uq_api_keys_key_hash UNIQUE (key_hash), 
+	CONSTRAINT fk_api_keys_account_id_accounts FOREIGN KEY(account_id) REFERENCES accounts (id)
+);
+
+CREATE INDEX ix_api_keys_account_id ON api_keys (account_id);
+
+CREATE TABLE grants (
+	id BIGSERIAL NOT NULL, 
+	account_id BIGINT NOT NULL, 
+	source VARCHAR(64) NOT NULL, 
+	amount BIGINT NOT NULL, 
+	remaining BIGINT NOT NULL, 
+	priority INTEGER NOT NULL, 
+	expires_at TIMESTAMP WITH TIME ZONE, 
+	external_ref VARCHAR(255), 
+	reason TEXT NOT NULL, 
+	created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+	CONSTRAINT pk_grants PRIMARY KEY (id), 
+	CONSTRAINT ck_grants_amount CHECK (amount > 0), 
+	CONSTRAINT ck_grants_remaining CHECK (remaining >= 0 AND remaining <= amount), 
+	CONSTRAINT ck_grants_source CHECK (source <> ''), 
+	CONSTRAINT fk_grants_account_id_accounts FOREIGN KEY(account_id) REFERENCES accounts (id), 
+	CONSTRAINT uq_grants_external_ref UNIQUE (external_ref)
+);
+
+CREATE INDEX ix_grants_account_id_priority_expires_at ON grants (account_id, priority, expires_at);
+
+CREATE INDEX ix_grants_expires_at ON grants (expires_at);
+
+CREATE TABLE holds (
+	id VARCHAR(32) NOT NULL, 
+	account_id BIGINT NOT NULL, 
+	amount BIGINT NOT NULL, 
+	status VARCHAR(16) NOT NULL, 
+	expires_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+	reference VARCHAR(255) NOT NULL, 
+	charged BIGINT, 
+	created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+	resolved_at TIMESTAMP WITH TIME ZONE, 
+	CONSTRAINT pk_holds PRIMARY KEY (id), 
+	CONSTRAINT ck_holds_status CHECK (status IN ('open', 'settled', 'voided', 'expired')), 
+	CONSTRAINT ck_holds_amount CHECK (amount >= 0), 
+	CONSTRAINT fk_holds_account_id_accounts FOREIGN KEY(account_id) REFERENCES accounts (id)
+);
+
+CREATE INDEX ix_holds_account_id_status ON holds (account_id, status);
+
+CREATE INDEX ix_holds_status_expires_at ON holds (status, expires_at);
+
+CREATE TABLE entries (
+	id BIGSERIAL NOT NULL, 
+	account_id BIGINT NOT NULL, 
+	kind VARCHAR(16) NOT NULL, 
+	amount BIGINT NOT NULL, 
+	held_delta BIGINT NOT NULL, 
+	grant_id BIGINT, 
+	hold_id VARCHAR(32), 
+	reason TEXT NOT NULL, 
+	reference VARCHAR(255) NOT NULL, 
+	created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+	CONSTRAINT pk_entries PRIMARY KEY (id), 
+	CONSTRAINT ck_entries_kind CHECK (kind IN ('grant', 'hold', 'release', 'charge', 'expire', 'refund', 'transfer', 'adjustment')), 
+	CONSTRAINT fk_entries_account_id_accounts FOREIGN KEY(account_id) REFERENCES accounts (id), 
+	CONSTRAINT fk_entries_grant_id_grants FOREIGN KEY(grant_id) REFERENCES grants (id), 
+	CONSTRAINT fk_entries_hold_id_holds FOREIGN KEY(hold_id) REFERENCES holds (id)
+);
+
+CREATE INDEX ix_entries_account_id_id ON entries (account_id, id);
+
+CREATE TABLE usage_events (
+	id BIGSERIAL NOT NULL, 
+	hold_id VARCHAR(32) NOT NULL, 
+	account_id BIGINT NOT NULL, 
+	api_key_hash VARCHAR(64), 
+	user_id VARCHAR(255), 
+	team_id VARCHAR(255), 
+	end_user_id VARCHAR(255), 
+	model VARCHAR(255) NOT NULL, 
+	provider VARCHAR(64) NOT NULL, 
+	call_type VARCHAR(64) NOT NULL, 
+	tokens_in BIGINT NOT NULL, 
+	tokens_out BIGINT NOT NULL, 
+	provider_cost_usd NUMERIC(20, 12) NOT NULL, 
+	markup_rule VARCHAR(255), 
+	catalog_version VARCHAR(64), 
+	charged BIGINT NOT NULL, 
+	cache_hit BOOLEAN NOT NULL, 
+	stream BOOLEAN NOT NULL, 
+	created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+	CONSTRAINT pk_usage_events PRIMARY KEY (id), 
+	CONSTRAINT ck_usage_events_charged CHECK (charged >= 0), 
+	CONSTRAINT uq_usage_events_hold_id UNIQUE (hold_id), 
+	CONSTRAINT fk_usage_events_hold_id_holds FOREIGN KEY(hold_id) REFERENCES holds (id), 
+	CONSTRAINT fk_usage_events_account_id_accounts FOREIGN KEY(account_id) REFERENCES accounts (id)
+);
+
+CREATE INDEX ix_usage_events_account_id_created_at ON usage_events (account_id, created_at);

@@ -1,0 +1,102 @@
+"""Charges that could not reach the ledger, kept on local disk until they can.
+
+LiteLLM swallows exceptions raised in its success callbacks, so a charge the
+database refused would vanish. Instead it is appended here (one JSON line,
+flushed and fsync'd before ``append`` returns) and ``drain`` settles it later.
+Settling is idempotent by hold id, so a line applied twice, or applied by a
+process that crashed before rewriting the file, is still charged once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from pricing.errors import CreditsError, HoldNotFound
+
+from .service import Ledger
+from .types import UsageRecord
+
+log = logging.getLogger("credits.outbox")
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCharge:
+    hold_id: str
+    micro: int
+    usage: UsageRecord
+
+    def to_json(self) -> str:
+        usage = asdict(self.usage)
+        usage["provider_cost_usd"] = str(self.usage.provider_cost_usd)
+        return json.dumps({"hold_id": self.hold_id, "micro": self.micro, "usage": usage}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, line: str) -> PendingCharge:
+        raw: dict[str, Any] = json.loads(line)
+        usage = dict(raw["usage"])
+        usage["provider_cost_usd"] = Decimal(usage["provider_cost_usd"])
+        return cls(hold_id=str(raw["hold_id"]), micro=int(raw["micro"]), usage=UsageRecord(**usage))
+
+
+class Outbox:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def append(self, charge: PendingCharge) -> None:
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as out:
+                out.write(charge.to_json() + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+
+    def pending(self) -> list[PendingCharge]:
+        with self._lock:
+            return self._read()
+
+    def _read(self) -> list[PendingCharge]:
+        if not self.path.exists():
+            return []
+        charges: list[PendingCharge] = []
+        for number, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                charges.append(PendingCharge.from_json(line))
+            except (ValueError, KeyError, TypeError) as exc:
+                # a torn last line from a crash mid-write: that charge never returned, keep going
+                log.error("outbox %s:%d unreadable, skipped: %s", self.path, number, exc)
+        return charges
+
+    def drain(self, ledger: Ledger) -> int:
+        """Settle every pending charge; keep those the ledger still refuses. Returns how many landed."""
+        with self._lock:
+            charges = self._read()
+            if not charges:
+                return 0
+            kept: list[PendingCharge] = []
+            landed = 0
+            for charge in charges:
+                try:
+                    ledger.settle(charge.hold_id, charge.micro, charge.usage)
+                    landed += 1
+                except HoldNotFound:
+                    log.critical("outbox: hold %s is unknown to the ledger; charge dropped", charge.hold_id)
+                except CreditsError as exc:
+                    log.warning("outbox: hold %s still pending: %s", charge.hold_id, exc)
+                    kept.append(charge)
+            tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+            with tmp.open("w", encoding="utf-8") as out:
+                out.writelines(c.to_json() + "\n" for c in kept)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.path)
+            return landed

@@ -1,0 +1,40 @@
+"""Print the PostgreSQL DDL of the ledger tables: ``python -m ledger.schema_sql > schema.sql``.
+
+``schema.sql`` is generated, never edited by hand; a test regenerates it and
+compares, so it cannot drift from the models.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from .tables import metadata
+
+HEADER = """\
+-- litellm-credits ledger schema for PostgreSQL.
+-- Generated from the SQLAlchemy models by `python -m ledger.schema_sql`; do not edit.
+-- Live databases are better managed with the migrations: `ledger.migrate.upgrade(url)`.
+"""
+
+
+def render() -> str:
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    parts = [HEADER]
+    for table in metadata.sorted_tables:
+        parts.append(str(CreateTable(table).compile(dialect=dialect)).strip() + ";\n")
+        for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
+            parts.append(str(CreateIndex(index).compile(dialect=dialect)).strip() + ";\n")
+    text = "\n".join(parts)
+    # SQLAlchemy's DDL compiler leaves a space before each newline; keep the file clean.
+    return "\n".join(line.rstrip() for line in text.split("\n"))
+
+
+def main() -> None:
+    sys.stdout.write(render())
+
+
+if __name__ == "__main__":
+    main()

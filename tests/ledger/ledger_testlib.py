@@ -1,0 +1,44 @@
+"""Small helpers shared by the ledger tests."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from sqlalchemy import create_engine, text
+
+from ledger import Ledger, UsageRecord
+
+CR = 1_000_000  # one credit in µcr
+
+USAGE = UsageRecord(
+    model="gpt-4o",
+    provider="openai",
+    call_type="acompletion",
+    api_key_hash="ab" * 32,
+    user_id="u1",
+    team_id="t1",
+    end_user_id="e1",
+    tokens_in=10,
+    tokens_out=20,
+    provider_cost_usd=Decimal("0.000225"),
+    markup_rule="default",
+    catalog_version="abc123",
+)
+
+
+def funded(ledger: Ledger, micro: int, *, external_id: str = "alice", overdraft_limit: int = 0) -> int:
+    """A new user account holding ``micro`` µcr in one purchase grant; returns its id."""
+    account = ledger.open_account("user", external_id, tier="pro", overdraft_limit=overdraft_limit)
+    if micro:
+        ledger.grant(account.id, micro, source="purchase", reason="test funds")
+    return account.id
+
+
+def raw_rows(url: str, table: str) -> list[tuple[object, ...]]:
+    """Every row of a table, read around the ledger (for checks on what is really stored)."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(text(f"SELECT * FROM {table}"))]
+    finally:
+        engine.dispose()
