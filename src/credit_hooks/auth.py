@@ -1,0 +1,73 @@
+"""``general_settings.custom_auth`` for deployments without LiteLLM's Prisma database.
+
+Accepts the proxy's master key (as an admin) and keys issued by
+``credits-admin key issue`` (stored as sha256, bound to one account). With
+LiteLLM's own virtual keys, leave this out: the hooks work from whatever
+``UserAPIKeyAuth`` LiteLLM builds.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+
+from fastapi import Request
+from litellm.proxy._types import LitellmUserRoles, ProxyException, UserAPIKeyAuth
+
+from ledger import ApiKey, hash_key
+
+from . import runtime
+from .identity import BOUND_ACCOUNT_KEY
+
+# a revoked key stops working within this many seconds on every replica
+_KEY_CACHE_SECONDS = 10.0
+_keys: dict[str, tuple[float, ApiKey | None]] = {}
+
+
+def _master_key() -> str | None:
+    from litellm.proxy import proxy_server
+
+    key = proxy_server.master_key
+    return str(key) if key else None
+
+
+def _unauthorized(reason: str) -> ProxyException:
+    return ProxyException(
+        message=f"Authentication failed: {reason}. Use a key issued by your provider (Authorization: Bearer sk-...).",
+        type="auth_error",
+        param="api_key",
+        code=401,
+    )
+
+
+async def _find_key(plaintext: str) -> ApiKey | None:
+    digest = hash_key(plaintext)
+    now = time.monotonic()
+    hit = _keys.get(digest)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    gate = runtime.gate()
+    key = await gate.run(gate.ledger.get_key_by_hash, digest)
+    _keys[digest] = (now + _KEY_CACHE_SECONDS, key)
+    return key
+
+
+async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
+    if not api_key:
+        raise _unauthorized("no API key")
+    master = _master_key()
+    if master is not None and hmac.compare_digest(api_key.encode(), master.encode()):
+        return UserAPIKeyAuth(
+            api_key=hash_key(api_key), user_role=LitellmUserRoles.PROXY_ADMIN, user_id="admin"
+        )
+    key = await _find_key(api_key)
+    if key is None or key.revoked_at is not None:
+        raise _unauthorized("unknown or revoked key")
+    return UserAPIKeyAuth(
+        api_key=key.key_hash,
+        token=key.key_hash,
+        key_alias=key.alias,
+        user_id=key.user_id,
+        team_id=key.team_id,
+        metadata={BOUND_ACCOUNT_KEY: key.account_id},
+    )

@@ -1,0 +1,244 @@
+"""The credit gate: hold before a call, charge once after it, release on failure.
+
+This is the service layer between LiteLLM's hooks (``handler``) and the two
+domain packages: it resolves the paying account, asks ``pricing`` for the
+worst case and the price, and asks ``ledger`` to hold, settle or void. Ledger
+calls are blocking SQLAlchemy work, so they run on a small thread pool and
+never stall the proxy's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from ledger import Account, Balance, Ledger, Settlement, UsageRecord
+from ledger.outbox import Outbox, PendingCharge
+from pricing import Priced, check_access, credits_to_micro, micro_to_credits, price, quote
+from pricing.errors import AccountInactive, CreditsError, UnknownAccount
+
+from .catalog_source import CatalogSource
+from .identity import Caller, Identity
+from .outcome import Outcome
+from .settings import CreditSettings, UnknownAccountPolicy
+from .worst_case import DeploymentIndex, WorstCase, worst_cases
+
+log = logging.getLogger("credits.gate")
+T = TypeVar("T")
+
+_SETTLED_MEMORY = 4096  # recent settlements kept for the headers hook and duplicate events
+
+
+@dataclass(frozen=True, slots=True)
+class OpenCall:
+    hold_id: str
+    account_id: int
+    tier: str
+    caller: Caller
+    quoted: Priced
+    opened_at: float
+
+
+class CreditGate:
+    def __init__(
+        self, settings: CreditSettings, catalogs: CatalogSource, ledger: Ledger, outbox: Outbox
+    ) -> None:
+        self.settings = settings
+        self.catalogs = catalogs
+        self.ledger = ledger
+        self.outbox = outbox
+        self.deployments = DeploymentIndex()
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="credits-ledger")
+        self._accounts: dict[Identity | int, tuple[float, Account]] = {}
+        self._open: dict[str, OpenCall] = {}
+        self._settled: OrderedDict[str, Settlement] = OrderedDict()
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+
+    # -- who pays -------------------------------------------------------------
+
+    async def account_for(self, caller: Caller) -> Account:
+        cache_key: Identity | int | None = caller.bound_account_id or caller.identity
+        if cache_key is None:
+            raise UnknownAccount("a key without a user, team, end user or key id")
+        hit = self._accounts.get(cache_key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        account = await self.run(self._load_account, caller)
+        self._accounts[cache_key] = (time.monotonic() + self.settings.account_cache_seconds, account)
+        return account
+
+    def _load_account(self, caller: Caller) -> Account:
+        if caller.bound_account_id is not None:
+            return self.ledger.get_account(caller.bound_account_id)
+        identity = caller.identity
+        assert identity is not None
+        found = self.ledger.find_account(identity.kind, identity.external_id)
+        if found is not None:
+            return found
+        if self.settings.unknown_accounts is UnknownAccountPolicy.REFUSE:
+            raise UnknownAccount(str(identity))
+        welcome = credits_to_micro(self.settings.welcome_credits) if self.settings.welcome_credits else 0
+        log.info("provisioning account %s on tier %s", identity, self.settings.default_tier)
+        return self.ledger.open_account(
+            identity.kind, identity.external_id, tier=self.settings.default_tier, welcome_micro=welcome
+        )
+
+    def forget_account(self, caller: Caller) -> None:
+        self._accounts.pop(caller.bound_account_id or caller.identity or 0, None)
+
+    # -- before the call --------------------------------------------------------
+
+    def worst_price(self, tier: str, model_group: str, cases: list[WorstCase]) -> Priced:
+        catalog = self.catalogs.current
+        priced: list[Priced] = []
+        for case in cases:
+            if case.rates is not None:
+                priced.append(
+                    quote(
+                        catalog,
+                        tier=tier,
+                        model=model_group,
+                        provider=case.provider,
+                        rates=case.rates,
+                        prompt_tokens=case.prompt_tokens,
+                        max_tokens=case.max_tokens,
+                    )
+                )
+            else:
+                priced.append(
+                    price(
+                        catalog,
+                        tier=tier,
+                        model=model_group,
+                        provider=case.provider,
+                        cost_usd=case.cost_usd or Decimal(0),
+                        input_tokens=0,
+                        output_tokens=0,
+                    )
+                )
+        return max(priced, key=lambda p: p.micro_credits)
+
+    async def admit(self, caller: Caller, model_group: str, call_type: str, data: dict[str, Any]) -> OpenCall:
+        """Check access and place the worst-case hold; raises a ``RequestRejected`` when not."""
+        account = await self.account_for(caller)
+        if account.status != "active":
+            self.forget_account(caller)  # a reactivation must be seen on the next call
+            raise AccountInactive(account.label, account.status)
+        check_access(self.catalogs.current, account.tier, model_group)
+        cases = worst_cases(self.deployments, call_type, model_group, data, self.settings.fallback_hold_usd)
+        quoted = self.worst_price(account.tier, model_group, cases)
+        hold = await self.run(
+            self.ledger.hold,
+            account.id,
+            quoted.micro_credits,
+            ttl_seconds=self.settings.hold_ttl_seconds,
+            reference=model_group,
+        )
+        call = OpenCall(hold.id, account.id, account.tier, caller, quoted, time.monotonic())
+        self._open[hold.id] = call
+        return call
+
+    # -- after the call ---------------------------------------------------------
+
+    def settled(self, hold_id: str) -> Settlement | None:
+        return self._settled.get(hold_id)
+
+    async def settle(self, outcome: Outcome, caller: Caller | None = None) -> Settlement | None:
+        """Charge the call once. A charge the ledger refuses goes to the outbox, never nowhere."""
+        done = self._settled.get(outcome.hold_id)
+        if done is not None:
+            return done
+        call = self._open.get(outcome.hold_id)
+        tier, account_id = await self._tier_of(outcome.hold_id, call)
+        caller = call.caller if call is not None else caller
+        catalog = self.catalogs.current
+        priced = price(
+            catalog,
+            tier=tier,
+            model=outcome.model_group,
+            provider=outcome.provider,
+            cost_usd=outcome.cost_usd,
+            input_tokens=outcome.tokens_in,
+            output_tokens=outcome.tokens_out,
+        )
+        usage = UsageRecord(
+            model=outcome.model_group,
+            provider=outcome.provider,
+            call_type=outcome.call_type,
+            api_key_hash=caller.api_key_hash if caller else None,
+            user_id=caller.user_id if caller else None,
+            team_id=caller.team_id if caller else None,
+            end_user_id=caller.end_user_id if caller else None,
+            tokens_in=outcome.tokens_in,
+            tokens_out=outcome.tokens_out,
+            provider_cost_usd=outcome.cost_usd,
+            markup_rule=priced.rule_id,
+            catalog_version=catalog.version,
+            cache_hit=outcome.cache_hit,
+            stream=outcome.stream,
+        )
+        try:
+            settlement = await self.run(self.ledger.settle, outcome.hold_id, priced.micro_credits, usage)
+        except Exception as exc:
+            # LiteLLM would swallow this: park the charge on disk and shout
+            await self.run(self.outbox.append, PendingCharge(outcome.hold_id, priced.micro_credits, usage))
+            log.critical(
+                "CHARGE NOT WRITTEN, kept in outbox %s for retry: hold=%s account=%s credits=%s: %s",
+                self.outbox.path,
+                outcome.hold_id,
+                account_id,
+                micro_to_credits(priced.micro_credits),
+                exc,
+            )
+            return None
+        self._remember(settlement)
+        self._open.pop(outcome.hold_id, None)
+        return settlement
+
+    async def _tier_of(self, hold_id: str, call: OpenCall | None) -> tuple[str, int]:
+        if call is not None:
+            return call.tier, call.account_id
+        # a hold opened by another process (or before a restart): the ledger knows whose it is
+        hold = await self.run(self.ledger.get_hold, hold_id)
+        account = await self.run(self.ledger.get_account, hold.account_id)
+        return account.tier, account.id
+
+    def _remember(self, settlement: Settlement) -> None:
+        self._settled[settlement.hold_id] = settlement
+        while len(self._settled) > _SETTLED_MEMORY:
+            self._settled.popitem(last=False)
+
+    async def release(self, hold_id: str, reason: str) -> bool:
+        """Void a hold whose call failed; repeated calls (failure event + failure hook) are harmless."""
+        if hold_id in self._settled:
+            return False
+        self._open.pop(hold_id, None)
+        try:
+            return await self.run(self.ledger.void, hold_id, reason)
+        except CreditsError as exc:
+            # the sweeper voids it when its TTL runs out
+            log.error("hold %s not released now (%s); the sweeper will", hold_id, exc)
+            return False
+
+    async def balance(self, account_id: int) -> Balance:
+        return await self.run(self.ledger.balance, account_id)
+
+    # -- housekeeping -----------------------------------------------------------
+
+    def sweep_memory(self) -> None:
+        horizon = time.monotonic() - self.settings.hold_ttl_seconds
+        for hold_id in [h for h, c in self._open.items() if c.opened_at < horizon]:
+            self._open.pop(hold_id, None)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)

@@ -1,0 +1,174 @@
+"""The LiteLLM callback: every hook the gate needs, defined on this very class.
+
+LiteLLM's proxy only runs a hook that the registered class itself (or a
+subclass of it below ``CustomLogger``) defines, so nothing here is inherited
+from a helper base class of ours.
+
+Flow of one call:
+  pre-call      resolve the account, check access, hold the worst case;
+                the server-generated hold id travels in the request metadata
+  post-call     (non-streaming) settle from the priced response *before* the
+                client gets it, so the charge is on disk first
+  success event settle streams (their cost exists only here); for anything
+                already settled this is a no-op
+  failure       void the hold (idempotent: a rejected pre-call fires it too)
+  headers       x-credits-remaining, x-credits-charged
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litellm.integrations.custom_logger import CustomLogger
+from litellm.proxy._types import LitellmUserRoles, UserAPIKeyAuth
+
+from ledger import micro_to_credit_str as credits_text
+from pricing.errors import CreditsError
+
+from . import runtime
+from .http_errors import to_proxy_exception
+from .identity import caller_from_auth
+from .outcome import (
+    HOLD_ID_KEY,
+    hold_id_from_kwargs,
+    outcome_from_event,
+    outcome_from_response,
+    request_metadata,
+)
+from .settings import CacheHitCharge
+
+log = logging.getLogger("credits.hooks")
+
+ACCOUNT_ID_KEY = "credits_account_id"
+CALL_TYPE_KEY = "credits_call_type"
+_EXEMPT_ROLES = {LitellmUserRoles.PROXY_ADMIN, LitellmUserRoles.PROXY_ADMIN.value}
+
+
+def _strip_client_keys(data: dict[str, Any]) -> None:
+    """A client may send metadata; it must never choose which hold gets charged or voided."""
+    for name in ("metadata", "litellm_metadata"):
+        meta = data.get(name)
+        if isinstance(meta, dict):
+            meta.pop(HOLD_ID_KEY, None)
+            meta.pop(ACCOUNT_ID_KEY, None)
+            meta.pop(CALL_TYPE_KEY, None)
+
+
+def _hold_id(data: dict[str, Any]) -> str | None:
+    for name in ("metadata", "litellm_metadata"):
+        meta = data.get(name)
+        if isinstance(meta, dict) and meta.get(HOLD_ID_KEY):
+            return str(meta[HOLD_ID_KEY])
+    return None
+
+
+def _account_id(data: dict[str, Any]) -> int | None:
+    for name in ("metadata", "litellm_metadata"):
+        meta = data.get(name)
+        if isinstance(meta, dict) and meta.get(ACCOUNT_ID_KEY) is not None:
+            return int(meta[ACCOUNT_ID_KEY])
+    return None
+
+
+class CreditsCallback(CustomLogger):
+    async def async_pre_call_hook(
+        self, user_api_key_dict: UserAPIKeyAuth, cache: Any, data: dict[str, Any], call_type: Any
+    ) -> dict[str, Any]:
+        _strip_client_keys(data)
+        model_group = data.get("model")
+        if not model_group or user_api_key_dict.user_role in _EXEMPT_ROLES:
+            return data
+        gate = runtime.gate()
+        runtime.ensure_background_jobs()
+        caller = caller_from_auth(user_api_key_dict, gate.settings.account_order)
+        try:
+            call = await gate.admit(caller, str(model_group), str(call_type), data)
+        except CreditsError as exc:
+            log.info("refused %s for %s: %s", model_group, caller.identity, exc)
+            raise to_proxy_exception(exc) from None
+        meta = request_metadata(data)
+        meta[HOLD_ID_KEY] = call.hold_id
+        meta[ACCOUNT_ID_KEY] = call.account_id
+        meta[CALL_TYPE_KEY] = str(call_type)
+        return data
+
+    async def async_post_call_success_hook(
+        self, data: dict[str, Any], user_api_key_dict: UserAPIKeyAuth, response: Any
+    ) -> Any:
+        hold_id = _hold_id(data)
+        if hold_id is None or data.get("stream"):
+            return response
+        try:
+            gate = runtime.gate()
+            outcome = outcome_from_response(
+                hold_id,
+                data,
+                response,
+                str(request_metadata(data).get(CALL_TYPE_KEY) or "completion"),
+                gate.settings.cache_hit_charge is CacheHitCharge.FULL,
+            )
+            if outcome is not None:
+                caller = caller_from_auth(user_api_key_dict, gate.settings.account_order)
+                await gate.settle(outcome, caller)
+        except Exception:
+            # never fail a served response; the success event settles it instead
+            log.exception("settling hold %s in the post-call hook failed", hold_id)
+        return response
+
+    async def async_log_success_event(
+        self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        try:
+            gate = runtime.gate()
+            outcome = outcome_from_event(kwargs, gate.settings.cache_hit_charge is CacheHitCharge.FULL)
+            if outcome is None or gate.settled(outcome.hold_id) is not None:
+                return
+            await gate.settle(outcome)
+        except Exception:
+            log.exception("CHARGE FAILED in the success event: %s", hold_id_from_kwargs(kwargs))
+
+    async def async_log_failure_event(
+        self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        hold_id = hold_id_from_kwargs(kwargs)
+        if hold_id is not None:
+            await runtime.gate().release(hold_id, "call failed")
+
+    async def async_post_call_failure_hook(
+        self,
+        request_data: dict[str, Any],
+        original_exception: Exception,
+        user_api_key_dict: UserAPIKeyAuth,
+        traceback_str: str | None = None,
+    ) -> None:
+        hold_id = _hold_id(request_data)
+        if hold_id is not None:
+            await runtime.gate().release(hold_id, f"call failed: {type(original_exception).__name__}")
+
+    async def async_post_call_response_headers_hook(
+        self,
+        data: dict[str, Any],
+        user_api_key_dict: UserAPIKeyAuth,
+        response: Any,
+        request_headers: dict[str, str] | None = None,
+        litellm_call_info: dict[str, Any] | None = None,
+    ) -> dict[str, str] | None:
+        account_id = _account_id(data)
+        if account_id is None:
+            return None
+        headers: dict[str, str] = {}
+        try:
+            gate = runtime.gate()
+            hold_id = _hold_id(data)
+            settlement = gate.settled(hold_id) if hold_id else None
+            if settlement is not None:
+                headers["x-credits-charged"] = credits_text(settlement.charged)
+            balance = await gate.balance(account_id)
+            headers["x-credits-remaining"] = credits_text(balance.available)
+        except Exception:
+            log.exception("credit headers unavailable for account %s", account_id)
+        return headers or None
+
+
+credits_callback = CreditsCallback()

@@ -1,0 +1,90 @@
+"""One gate per proxy process, built on first use, with its background jobs.
+
+The jobs run on the proxy's own event loop (there is no other server): catalog
+reload, the hold sweeper, and draining the outbox of charges that could not be
+written when they happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+from ledger import Ledger
+from ledger.outbox import Outbox
+
+from .catalog_source import CatalogSource
+from .gate import CreditGate
+from .settings import load_settings
+
+log = logging.getLogger("credits.runtime")
+
+_lock = threading.Lock()
+_gate: CreditGate | None = None
+_tasks: list[asyncio.Task[None]] = []
+
+
+def gate() -> CreditGate:
+    """The process's gate; a bad setting or catalog raises here, at start, naming the culprit."""
+    global _gate
+    if _gate is None:
+        with _lock:
+            if _gate is None:
+                settings = load_settings()
+                catalogs = CatalogSource(settings.pricing_file)
+                ledger = Ledger(settings.database_url)
+                # a new embedded SQLite file gets its tables; PostgreSQL is migrated by the operator
+                if ledger.dialect == "sqlite":
+                    ledger.create_schema()
+                _gate = CreditGate(settings, catalogs, ledger, Outbox(settings.outbox_path))
+                log.warning(
+                    "litellm-credits ready: ledger %s, catalog %s (version %s)",
+                    ledger.url,
+                    settings.pricing_file,
+                    catalogs.current.version,
+                )
+    return _gate
+
+
+def ensure_background_jobs() -> None:
+    """Start the jobs once, from inside the running loop (the first hook call)."""
+    if _tasks:
+        return
+    g = gate()
+    _tasks.extend(
+        [
+            asyncio.create_task(_every(g.settings.catalog_reload_seconds, _reload_catalog, g)),
+            asyncio.create_task(_every(g.settings.sweep_interval_seconds, _sweep, g)),
+            asyncio.create_task(_every(g.settings.sweep_interval_seconds, _drain_outbox, g)),
+        ]
+    )
+
+
+async def _every(seconds: float, job: object, g: CreditGate) -> None:
+    assert callable(job)
+    while True:
+        try:
+            await job(g)
+        except Exception:
+            log.exception(
+                "background job %s failed; it runs again in %ss", getattr(job, "__name__", job), seconds
+            )
+        await asyncio.sleep(seconds)
+
+
+async def _reload_catalog(g: CreditGate) -> None:
+    await g.run(g.catalogs.refresh)
+
+
+async def _sweep(g: CreditGate) -> None:
+    expired = await g.run(g.ledger.expire_stale_holds)
+    if expired:
+        log.warning("sweeper voided %d expired holds", expired)
+    g.sweep_memory()
+
+
+async def _drain_outbox(g: CreditGate) -> None:
+    landed = await g.run(g.outbox.drain, g.ledger)
+    if landed:
+        log.warning("outbox: %d pending charges written to the ledger", landed)

@@ -1,0 +1,91 @@
+"""Settings of the plugin, read from ``CREDITS_*`` environment variables.
+
+Defaults work with zero services: a SQLite file in the working directory, the
+example pricing catalog shipped with the package, no Redis. A wrong value
+fails at start with ``SettingsError`` naming the variable.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from pricing.errors import SettingsError
+
+ENV_PREFIX = "CREDITS_"
+IDENTITY_KINDS = ("team", "user", "end_user", "key")
+DEFAULT_PRICING_FILE = Path(__file__).with_name("default_pricing.yaml")
+
+
+class UnknownAccountPolicy(StrEnum):
+    PROVISION = "provision"
+    REFUSE = "refuse"
+
+
+class CacheHitCharge(StrEnum):
+    FREE = "free"
+    FULL = "full"
+
+
+class CreditSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    database_url: str = "sqlite:///./credits.db"
+    pricing_file: Path = DEFAULT_PRICING_FILE
+    redis_url: str | None = None
+    # who pays, tried in this order; the first identity the key carries wins
+    account_order: Annotated[tuple[str, ...], NoDecode] = ("team", "user", "key")
+    unknown_accounts: UnknownAccountPolicy = UnknownAccountPolicy.PROVISION
+    default_tier: str = "free"
+    welcome_credits: Decimal = Field(default=Decimal(0), ge=0)
+    cache_hit_charge: CacheHitCharge = CacheHitCharge.FREE
+    hold_ttl_seconds: int = Field(default=900, gt=0)
+    # a hold for a call whose worst case LiteLLM's cost map cannot give (an unknown
+    # image model, an audio file of unknown length): USD per unit of the call
+    fallback_hold_usd: Decimal = Field(default=Decimal("0.10"), gt=0)
+    catalog_reload_seconds: float = Field(default=2.0, gt=0)
+    sweep_interval_seconds: float = Field(default=30.0, gt=0)
+    outbox_path: Path = Path("./credits-outbox.jsonl")
+    # how long a cached account (tier, status) is trusted before it is read again
+    account_cache_seconds: float = Field(default=5.0, ge=0)
+
+    @field_validator("account_order", mode="before")
+    @classmethod
+    def _split_order(cls, value: object) -> tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            raise ValueError("expected a comma-separated list")
+        order = tuple(str(item).strip() for item in items if str(item).strip())
+        unknown = [kind for kind in order if kind not in IDENTITY_KINDS]
+        if unknown or not order:
+            raise ValueError(f"expected some of {', '.join(IDENTITY_KINDS)}, got {value!r}")
+        return order
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("expected a sqlite:/// or postgresql+psycopg:// URL")
+        return value
+
+    @field_validator("pricing_file")
+    @classmethod
+    def _pricing_exists(cls, value: Path) -> Path:
+        if not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+
+def load_settings() -> CreditSettings:
+    """Read the settings; the first bad one is reported by its variable name."""
+    try:
+        return CreditSettings()
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        raise SettingsError(f"{ENV_PREFIX}{field.upper()}", error["msg"]) from None
