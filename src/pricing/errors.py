@@ -10,7 +10,9 @@ classes to HTTP statuses lives in exactly one place:
     CreditsError
     ├── ConfigError                 bad settings or catalog (operator's input)
     │   ├── SettingsError
-    │   └── CatalogError
+    │   ├── CatalogError
+    │   ├── UnknownTier             an account names a tier the catalog lacks
+    │   └── UnknownModelPrice       no rates for a model (LiteLLM nor catalog)
     ├── RequestRejected             the call may not go ahead (end user's side)
     │   ├── ModelNotAllowed         403 model_not_allowed
     │   ├── MaxTokensExceeded       400 max_tokens_exceeded
@@ -74,6 +76,34 @@ class CatalogError(ConfigError):
         self.location = location
         self.reason = reason
         self.line = line
+
+
+class UnknownTier(ConfigError):
+    """A tier code (usually an account's) that the loaded catalog does not define."""
+
+    code = "unknown_tier"
+
+    def __init__(self, tier: str, known: tuple[str, ...] = ()) -> None:
+        listed = ", ".join(known) if known else "none"
+        super().__init__(
+            f"The pricing catalog has no tier '{tier}'.",
+            hint=f"Defined tiers: {listed}. Move the account to one of them or add the tier to the catalog.",
+        )
+        self.tier = tier
+        self.known = known
+
+
+class UnknownModelPrice(ConfigError):
+    """Neither LiteLLM's cost map nor the catalog's ``models:`` section prices a model."""
+
+    code = "unknown_model_price"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"No price is known for the model '{model}'.",
+            hint="Add it under 'models:' in the pricing catalog with input_per_1m and output_per_1m.",
+        )
+        self.model = model
 
 
 # -- the call may not go ahead ------------------------------------------------
