@@ -1,0 +1,53 @@
+"""A real proxy per test module, on its own SQLite ledger and pricing file."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ledger import Ledger
+
+from .proxy import RunningProxy, start_proxy
+
+EXAMPLE_CATALOG = Path(__file__).parents[2] / "examples" / "pricing.yaml"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("proxy")
+    shutil.copy(EXAMPLE_CATALOG, path / "pricing.yaml")
+    return path
+
+
+@pytest.fixture(scope="module")
+def db_file_url(workdir: Path) -> str:
+    return f"sqlite:///{workdir / 'credits.db'}"
+
+
+@pytest.fixture(scope="module")
+def books(db_file_url: str) -> Iterator[Ledger]:
+    book = Ledger(db_file_url)
+    book.create_schema()
+    yield book
+    problems = book.audit()
+    book.dispose()
+    assert problems == [], "ledger audit failed after the e2e tests:\n" + "\n".join(problems)
+
+
+@pytest.fixture(scope="module")
+def proxy(workdir: Path, db_file_url: str, books: Ledger) -> Iterator[RunningProxy]:
+    running = start_proxy(
+        workdir,
+        {
+            "CREDITS_DATABASE_URL": db_file_url,
+            "CREDITS_PRICING_FILE": str(workdir / "pricing.yaml"),
+            "CREDITS_CATALOG_RELOAD_SECONDS": "0.3",
+            "CREDITS_ACCOUNT_CACHE_SECONDS": "0",
+            "CREDITS_UNKNOWN_ACCOUNTS": "refuse",
+        },
+    )
+    yield running
+    running.stop()
