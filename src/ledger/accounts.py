@@ -42,7 +42,9 @@ def lock(session: Session, account_id: int) -> AccountRow:
     account's grants, so locks are always taken hold → account → grants and
     concurrent operations cannot deadlock.
     """
-    stmt = select(AccountRow).where(AccountRow.id == account_id).with_for_update()
+    # FOR NO KEY UPDATE on PostgreSQL: the id never changes, so inserts elsewhere that
+    # only check the foreign key (a new API key, say) need not wait for this lock.
+    stmt = select(AccountRow).where(AccountRow.id == account_id).with_for_update(key_share=True)
     row = session.scalars(stmt).one_or_none()
     if row is None:
         raise AccountNotFound(str(account_id))

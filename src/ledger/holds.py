@@ -81,7 +81,8 @@ def _refuse(session: Session, account_id: int, micro: int) -> None:
 
 
 def lock(session: Session, hold_id: str) -> HoldRow:
-    row = session.scalars(select(HoldRow).where(HoldRow.id == hold_id).with_for_update()).one_or_none()
+    stmt = select(HoldRow).where(HoldRow.id == hold_id).with_for_update(key_share=True)
+    row = session.scalars(stmt).one_or_none()
     if row is None:
         raise HoldNotFound(hold_id)
     return row

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -408,6 +409,10 @@ class Ledger:
         A hold that was voided or expired meanwhile is still charged (``late=True``).
         """
         _nonnegative("charge", micro)
+        if not isinstance(usage.provider_cost_usd, Decimal):
+            raise InvalidOperation(
+                "provider_cost_usd must be a Decimal (convert the float once, at the edge)"
+            )
         try:
             with self._uow() as session:
                 return holds.settle(session, hold_id, micro, usage, self._clock())

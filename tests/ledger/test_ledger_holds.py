@@ -229,3 +229,11 @@ def test_history_and_usage_are_newest_first_and_limited(ledger: Ledger) -> None:
     assert [e.id for e in history] == sorted((e.id for e in history), reverse=True)
     assert history[0].kind == "charge" and history[0].reference == "call-4"
     assert len(ledger.history(acc, limit=1000)) == 1 + 5 * 3
+
+
+def test_provider_cost_must_be_decimal(ledger: Ledger) -> None:
+    acc = funded(ledger, CR)
+    hold = ledger.hold(acc, 10, ttl_seconds=60)
+    with pytest.raises(InvalidOperation):
+        ledger.settle(hold.id, 10, UsageRecord(provider_cost_usd=0.1))  # type: ignore[arg-type]
+    ledger.void(hold.id)
