@@ -47,7 +47,9 @@ class RunningProxy:
                 self.process.wait()
 
 
-def start_proxy(workdir: Path, env: Mapping[str, str], config: Path = CONFIG, timeout: float = 90) -> RunningProxy:
+def start_proxy(
+    workdir: Path, env: Mapping[str, str], config: Path = CONFIG, timeout: float = 90
+) -> RunningProxy:
     port = free_port()
     log_path = workdir / f"proxy-{port}.log"
     full_env = {

@@ -209,13 +209,15 @@ def test_a_client_cannot_choose_the_hold_to_charge_or_void(proxy: RunningProxy, 
 
 def test_balance_and_usage_routes_show_the_callers_own_account(proxy: RunningProxy, books: Ledger) -> None:
     account, key = open_account(books, "ivan", "pro", 500)
-    client(proxy, key).chat.completions.create(model="demo-fast", messages=[{"role": "user", "content": "hi"}])
+    client(proxy, key).chat.completions.create(
+        model="demo-fast", messages=[{"role": "user", "content": "hi"}]
+    )
     headers = {"Authorization": f"Bearer {key}"}
 
     balance = httpx.get(f"{proxy.base_url}/credits/balance", headers=headers).json()
     usage = httpx.get(f"{proxy.base_url}/credits/usage", headers=headers).json()
 
-    assert balance["account"] == "user:ivan"
+    assert balance["account"] == account.label == "user:ivan"
     assert Decimal(balance["available_credits"]) == Decimal(500) - Decimal("0.45")
     assert [row["charged_credits"] for row in usage["data"]] == ["0.45"]
     assert httpx.get(f"{proxy.base_url}/credits/balance").status_code == 401

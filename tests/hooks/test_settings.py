@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from credit_hooks.settings import DEFAULT_PRICING_FILE, CreditSettings, load_settings
+from pricing import load_catalog
+from pricing.errors import SettingsError
+
+
+def test_defaults_need_no_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "CREDITS_DATABASE_URL",
+        "CREDITS_PRICING_FILE",
+        "CREDITS_REDIS_URL",
+        "CREDITS_ACCOUNT_ORDER",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings()
+    assert settings.database_url.startswith("sqlite:///")
+    assert settings.redis_url is None
+    assert settings.pricing_file == DEFAULT_PRICING_FILE
+    assert load_catalog(settings.pricing_file).tiers["free"].allows("any-model")
+    assert settings.account_order == ("team", "user", "key")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("CREDITS_DATABASE_URL", "mysql://x", "sqlite"),
+        ("CREDITS_PRICING_FILE", "/nonexistent/pricing.yaml", "no such file"),
+        ("CREDITS_ACCOUNT_ORDER", "team,wizard", "wizard"),
+        ("CREDITS_UNKNOWN_ACCOUNTS", "maybe", "provision"),
+        ("CREDITS_HOLD_TTL_SECONDS", "-5", "greater than 0"),
+        ("CREDITS_WELCOME_CREDITS", "lots", "decimal"),
+        ("CREDITS_CACHE_HIT_CHARGE", "half", "free"),
+    ],
+)
+def test_a_wrong_value_names_the_setting(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, says: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert caught.value.setting == variable
+    assert variable in str(caught.value)
+    assert says in str(caught.value).lower()
+
+
+def test_account_order_is_configurable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CREDITS_ACCOUNT_ORDER", " end_user , key ")
+    assert load_settings().account_order == ("end_user", "key")
+    assert CreditSettings(account_order="user").account_order == ("user",)
