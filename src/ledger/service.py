@@ -30,9 +30,7 @@ from .types import (
 STALE_BATCH = 500
 
 
-def _now(now: datetime | None) -> datetime:
-    if now is None:
-        return datetime.now(UTC)
+def _aware(now: datetime) -> datetime:
     if now.tzinfo is None:
         raise InvalidOperation("naive datetime given to the ledger; pass a timezone-aware one")
     return now
@@ -362,7 +360,7 @@ class Ledger:
 
     def expire_grants(self, now: datetime | None = None) -> int:
         """Write off what is left of every grant past its expiry; returns how many grants."""
-        at = _now(now) if now is not None else self._clock()
+        at = _aware(now) if now is not None else self._clock()
         with self._uow() as session:
             due = list(
                 session.execute(
@@ -430,7 +428,7 @@ class Ledger:
 
     def expire_stale_holds(self, now: datetime | None = None) -> int:
         """Mark open holds past their expiry as expired (releasing them); returns how many."""
-        at = _now(now) if now is not None else self._clock()
+        at = _aware(now) if now is not None else self._clock()
         count = 0
         while True:
             with self._uow() as session:
