@@ -13,6 +13,7 @@ package too) never loads LiteLLM.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -27,9 +28,18 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from . import handler
 
-    # inside the proxy, mount /credits/* on its app next to the callback
+    # inside the proxy: mount /credits/* on its app, and start the background jobs
+    # now (the proxy loads callbacks in its startup, on its event loop), so the
+    # outbox a crashed process left is applied before the first call
     if "litellm.proxy.proxy_server" in sys.modules:
+        from . import runtime
         from .routes import mount
 
         mount()
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            runtime.ensure_background_jobs()
     return getattr(handler, name)

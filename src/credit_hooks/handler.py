@@ -132,8 +132,16 @@ class CreditsCallback(CustomLogger):
         self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
     ) -> None:
         hold_id = hold_id_from_kwargs(kwargs)
-        if hold_id is not None:
-            await runtime.gate().release(hold_id, "call failed")
+        if hold_id is None:
+            return
+        gate = runtime.gate()
+        # a stream that broke mid-flight was still billed by the provider for what it
+        # delivered; LiteLLM reports that partial cost on the failure event
+        partial = outcome_from_event(kwargs, gate.settings.cache_hit_charge is CacheHitCharge.FULL)
+        if partial is not None and partial.cost_usd > 0:
+            await gate.settle(partial)
+            return
+        await gate.release(hold_id, "call failed")
 
     async def async_post_call_failure_hook(
         self,

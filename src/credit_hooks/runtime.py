@@ -47,6 +47,18 @@ def gate() -> CreditGate:
     return _gate
 
 
+def reset() -> None:
+    """Forget the gate and stop its jobs (tests that change settings between cases)."""
+    global _gate
+    for task in _tasks:
+        task.cancel()
+    _tasks.clear()
+    if _gate is not None:
+        _gate.close()
+        _gate.ledger.dispose()
+    _gate = None
+
+
 def ensure_background_jobs() -> None:
     """Start the jobs once, from inside the running loop (the first hook call)."""
     if _tasks:

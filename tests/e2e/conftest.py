@@ -1,4 +1,8 @@
-"""A real proxy per test module, on its own SQLite ledger and pricing file."""
+"""A real proxy per test module, on its own SQLite ledger and pricing file.
+
+A module may set ``PROXY_CONFIG`` (a config path) and ``PROXY_ENV`` (extra
+environment) to start its proxy differently.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import pytest
 
 from ledger import Ledger
 
-from .proxy import RunningProxy, start_proxy
+from .proxy import CONFIG, RunningProxy, start_proxy
 
 EXAMPLE_CATALOG = Path(__file__).parents[2] / "examples" / "pricing.yaml"
 
@@ -38,16 +42,17 @@ def books(db_file_url: str) -> Iterator[Ledger]:
 
 
 @pytest.fixture(scope="module")
-def proxy(workdir: Path, db_file_url: str, books: Ledger) -> Iterator[RunningProxy]:
-    running = start_proxy(
-        workdir,
-        {
-            "CREDITS_DATABASE_URL": db_file_url,
-            "CREDITS_PRICING_FILE": str(workdir / "pricing.yaml"),
-            "CREDITS_CATALOG_RELOAD_SECONDS": "0.3",
-            "CREDITS_ACCOUNT_CACHE_SECONDS": "0",
-            "CREDITS_UNKNOWN_ACCOUNTS": "refuse",
-        },
-    )
+def proxy(
+    request: pytest.FixtureRequest, workdir: Path, db_file_url: str, books: Ledger
+) -> Iterator[RunningProxy]:
+    env = {
+        "CREDITS_DATABASE_URL": db_file_url,
+        "CREDITS_PRICING_FILE": str(workdir / "pricing.yaml"),
+        "CREDITS_CATALOG_RELOAD_SECONDS": "0.3",
+        "CREDITS_ACCOUNT_CACHE_SECONDS": "0",
+        "CREDITS_UNKNOWN_ACCOUNTS": "refuse",
+        **getattr(request.module, "PROXY_ENV", {}),
+    }
+    running = start_proxy(workdir, env, config=getattr(request.module, "PROXY_CONFIG", CONFIG))
     yield running
     running.stop()

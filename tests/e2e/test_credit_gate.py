@@ -221,3 +221,27 @@ def test_balance_and_usage_routes_show_the_callers_own_account(proxy: RunningPro
     assert Decimal(balance["available_credits"]) == Decimal(500) - Decimal("0.45")
     assert [row["charged_credits"] for row in usage["data"]] == ["0.45"]
     assert httpx.get(f"{proxy.base_url}/credits/balance").status_code == 401
+
+
+def test_text_completions_responses_and_images_go_through_the_same_gate(
+    proxy: RunningProxy, books: Ledger
+) -> None:
+    account, key = open_account(books, "judy", "enterprise", 1000)  # enterprise: passthrough
+    api = client(proxy, key)
+
+    text = api.completions.create(model="demo-instruct", prompt="Say hi", max_tokens=20)
+    api.responses.create(model="demo-fast", input="Say hi", max_output_tokens=100)
+    api.images.generate(model="demo-image", prompt="a cat", n=1)
+
+    events = {e.call_type: e for e in wait_for_usage(books, account.id, 3)}
+    assert set(events) == {"text_completion", "responses", "image_generation"}
+    assert text.usage is not None
+    instruct_cost = litellm_cost(
+        "gpt-3.5-turbo-instruct", text.usage.prompt_tokens, text.usage.completion_tokens
+    )
+    assert events["text_completion"].charged == usd_to_micro(instruct_cost, USD_PER_CREDIT)
+    assert events["responses"].tokens_out > 0 and events["responses"].charged > 0
+    assert events["image_generation"].model == "demo-image"
+    balance = books.balance(account.id)
+    assert balance.held == 0
+    assert balance.balance == 1000 * MICRO - sum(e.charged for e in events.values())
