@@ -12,6 +12,7 @@ import logging
 import threading
 
 from ledger import Ledger
+from ledger.migrate import ensure_schema
 from ledger.outbox import Outbox
 
 from .catalog_source import CatalogSource
@@ -34,9 +35,10 @@ def gate() -> CreditGate:
                 settings = load_settings()
                 catalogs = CatalogSource(settings.pricing_file)
                 ledger = Ledger(settings.database_url)
-                # a new embedded SQLite file gets its tables; PostgreSQL is migrated by the operator
+                # the embedded SQLite file is created or upgraded in place; a PostgreSQL
+                # shared by replicas is migrated by the operator (credits-admin db init)
                 if ledger.dialect == "sqlite":
-                    ledger.create_schema()
+                    ensure_schema(settings.database_url)
                 _gate = CreditGate(settings, catalogs, ledger, Outbox(settings.outbox_path))
                 log.warning(
                     "litellm-credits ready: ledger %s, catalog %s (version %s)",

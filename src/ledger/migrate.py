@@ -46,3 +46,25 @@ def current(url: str) -> str | None:
             return MigrationContext.configure(connection).get_current_revision()
     finally:
         engine.dispose()
+
+
+def ensure_schema(url: str) -> None:
+    """Create or upgrade the schema of a database the plugin owns (the embedded SQLite).
+
+    A database whose tables were made by ``Ledger.create_schema`` (the models as they
+    are now, so at head) carries no Alembic version yet: it is stamped at head rather
+    than created twice.
+    """
+    if current(url) is None and _has_ledger_tables(url):
+        command.stamp(config(url), "head")
+    upgrade(url)
+
+
+def _has_ledger_tables(url: str) -> bool:
+    from sqlalchemy import inspect
+
+    engine = make_engine(url, pool_size=1, max_overflow=0)
+    try:
+        return inspect(engine).has_table("accounts")
+    finally:
+        engine.dispose()
