@@ -12,11 +12,10 @@ stays exactly ``0.1`` (the YAML loader never produces floats at all).
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -27,70 +26,47 @@ from pydantic import (
     model_validator,
 )
 
+from pricing.adjustments import TimeWindow, VolumeDiscount
+from pricing.byok import ByokRule
 from pricing.errors import UnknownTier
+from pricing.fields import (
+    Code,
+    Integer,
+    ModelPattern,
+    Money,
+    Name,
+    NonNegativeInteger,
+    NonNegativeMoney,
+    PositiveInteger,
+    PositiveMoney,
+    _non_negative,
+    _not_bool,
+)
+from pricing.free_models import FreeModels
 from pricing.money import DEFAULT_USD_PER_CREDIT
-from pricing.patterns import matches_any
+from pricing.patterns import NO_GROUPS, matches_any
+from pricing.tiers import MaxTokensPolicy, ModelQuota, Rollover, StripePriceIds
+
+# Re-exported: these types were defined here before pricing.fields existed.
+__all__ = [
+    "MARKUP_KINDS",
+    "PASSTHROUGH",
+    "Catalog",
+    "Code",
+    "Integer",
+    "Markup",
+    "MarkupKind",
+    "MarkupRule",
+    "ModelPrice",
+    "Money",
+    "Name",
+    "NonNegativeMoney",
+    "PositiveMoney",
+    "Tier",
+]
 
 MarkupKind = Literal["passthrough", "multiplier", "percentage", "fixed", "override"]
 MARKUP_KINDS: tuple[str, ...] = get_args(MarkupKind)
-
-
-def _parse_decimal(value: object) -> object:
-    if isinstance(value, bool):
-        raise ValueError(f"expected a number, got {str(value).lower()}")
-    if isinstance(value, float):
-        value = Decimal(str(value))
-    elif isinstance(value, str):
-        try:
-            value = Decimal(value.strip())
-        except InvalidOperation:
-            raise ValueError(f"expected a number, got {value!r}") from None
-    if isinstance(value, Decimal) and not value.is_finite():
-        raise ValueError(f"expected a finite number, got {value}")
-    return value
-
-
-def _not_bool(value: object) -> object:
-    # YAML reads "yes"/"no" as booleans, and int() would quietly accept them.
-    if isinstance(value, bool):
-        raise ValueError(f"expected an integer, got {str(value).lower()}")
-    return value
-
-
-def _non_negative(value: Decimal) -> Decimal:
-    if value < 0:
-        raise ValueError(f"must not be negative, got {value}")
-    return value
-
-
-def _positive(value: Decimal) -> Decimal:
-    if value <= 0:
-        raise ValueError(f"must be > 0, got {value}")
-    return value
-
-
-def _name(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be empty")
-    if value != value.strip():
-        raise ValueError(f"must not start or end with spaces: {value!r}")
-    return value
-
-
-def _code(value: str) -> str:
-    _name(value)
-    # ':' separates the parts of a rule id such as "tier:pro:default".
-    if any(char.isspace() for char in value) or ":" in value:
-        raise ValueError(f"must not contain spaces or ':', got {value!r}")
-    return value
-
-
-Money = Annotated[Decimal, BeforeValidator(_parse_decimal)]
-NonNegativeMoney = Annotated[Money, AfterValidator(_non_negative)]
-PositiveMoney = Annotated[Money, AfterValidator(_positive)]
-Integer = Annotated[int, BeforeValidator(_not_bool)]
-Name = Annotated[str, AfterValidator(_name)]
-Code = Annotated[str, AfterValidator(_code)]
 
 
 class Markup(BaseModel):
@@ -168,15 +144,31 @@ PASSTHROUGH = Markup(kind="passthrough")
 
 
 class Tier(BaseModel):
-    """A plan: which models it may use and its default markup."""
+    """A plan: which models it may use, its default markup, and its allowance and limits.
+
+    Everything after ``default_markup`` is optional with a default that
+    changes nothing, so catalogs written before these fields existed load as
+    before. See :mod:`pricing.tiers` for their meaning.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     code: Code
     name: Name = ""  # filled with the code when absent (see below)
-    allowed_models: tuple[Name, ...]
-    denied_models: tuple[Name, ...] = ()
+    allowed_models: tuple[ModelPattern, ...]
+    denied_models: tuple[ModelPattern, ...] = ()
     default_markup: Markup | None = None
+    monthly_price_usd: NonNegativeMoney | None = None
+    yearly_price_usd: NonNegativeMoney | None = None
+    monthly_credits: NonNegativeMoney = Decimal(0)
+    rollover: Rollover | None = None
+    quotas: tuple[ModelQuota, ...] = ()
+    monthly_api_calls: NonNegativeInteger | None = None
+    max_tokens_per_request: PositiveInteger | None = None
+    max_tokens_policy: MaxTokensPolicy = "reject"
+    seats: PositiveInteger | None = None
+    byok_allowed: bool = False
+    stripe_price_ids: StripePriceIds = StripePriceIds()
 
     @model_validator(mode="before")
     @classmethod
@@ -185,14 +177,18 @@ class Tier(BaseModel):
             return {**data, "name": data["code"]}
         return data
 
-    def allows(self, model: str) -> bool:
-        """Deny wins over allow; an empty ``allowed_models`` allows nothing."""
-        if matches_any(self.denied_models, model):
+    def allows(self, model: str, groups: frozenset[str] = NO_GROUPS) -> bool:
+        """Deny wins over allow; an empty ``allowed_models`` allows nothing.
+
+        ``groups`` are the LiteLLM access groups ``model`` belongs to, for
+        ``group:NAME`` entries.
+        """
+        if matches_any(self.denied_models, model, groups):
             return False
-        return matches_any(self.allowed_models, model)
+        return matches_any(self.allowed_models, model, groups)
 
 
-_RULE_SELECTORS = frozenset({"id", "tier", "model", "provider", "priority", "markup"})
+_RULE_SELECTORS = frozenset({"id", "tier", "model", "provider", "priority", "active", "markup"})
 
 
 class MarkupRule(BaseModel):
@@ -209,6 +205,8 @@ class MarkupRule(BaseModel):
     model: Name | None = None
     provider: Name | None = None
     priority: Integer = 0
+    active: bool = True
+    """``false`` keeps the rule written down but never selects it (how a database row disables a rule)."""
     markup: Markup
 
     @model_validator(mode="before")
@@ -252,6 +250,10 @@ class Catalog(BaseModel):
     tiers: dict[str, Tier] = Field(default_factory=dict)
     rules: tuple[MarkupRule, ...] = ()
     models: dict[str, ModelPrice] = Field(default_factory=dict)
+    byok_rules: tuple[ByokRule, ...] = ()
+    free_models: FreeModels | None = None
+    time_windows: tuple[TimeWindow, ...] = ()
+    volume_discounts: tuple[VolumeDiscount, ...] = ()
     version: str = ""
     source: str = "<python>"
 
@@ -269,6 +271,23 @@ class Catalog(BaseModel):
             seen.add(rule.id)
             if rule.tier is not None and rule.tier not in self.tiers:
                 raise ValueError(f"rule {rule.id!r} names unknown tier {rule.tier!r}")
+        for section, entries in (
+            ("byok_rules", self.byok_rules),
+            ("time_windows", self.time_windows),
+            ("volume_discounts", self.volume_discounts),
+        ):
+            ids: set[str] = set()
+            for entry in entries:
+                if entry.id in ids:
+                    raise ValueError(f"duplicate {section} id {entry.id!r}")
+                ids.add(entry.id)
+                for code in entry.tiers:
+                    if code not in self.tiers:
+                        raise ValueError(f"{section} {entry.id!r} names unknown tier {code!r}")
+                    if section == "byok_rules" and not self.tiers[code].byok_allowed:
+                        raise ValueError(
+                            f"byok_rules {entry.id!r} names tier {code!r}, which has byok_allowed false"
+                        )
         return self
 
     def tier(self, code: str) -> Tier:

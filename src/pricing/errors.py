@@ -19,7 +19,8 @@ classes to HTTP statuses lives in exactly one place:
     │   ├── QuotaExceeded           429 quota_exceeded (+ Retry-After)
     │   ├── InsufficientCredits     402 insufficient_quota
     │   ├── AccountInactive         402 account_inactive
-    │   └── UnknownAccount          403 unknown_account
+    │   ├── UnknownAccount          403 unknown_account
+    │   └── ByokNotAllowed          403 byok_not_allowed
     └── LedgerError                 the book of record could not do it
         ├── BillingUnavailable      503 billing_unavailable
         ├── HoldNotFound
@@ -229,3 +230,21 @@ class AccountNotFound(LedgerError):
 
 class InvalidOperation(LedgerError):
     code = "invalid_operation"
+
+
+class ByokNotAllowed(RequestRejected):
+    """A bring-your-own-key call the plan or the catalog's BYOK rules do not cover (403)."""
+
+    code = "byok_not_allowed"
+
+    def __init__(self, tier: str, provider: str | None, *, reason: str = "plan") -> None:
+        if reason == "plan":
+            message = f"Your plan ({tier}) does not allow calls with your own provider key."
+            hint = "Call without your own key (the call is then charged in credits) or upgrade your plan."
+        else:
+            message = f"Calls with your own key to provider '{provider or 'unknown'}' are not offered on your plan ({tier})."
+            hint = "Call without your own key, or use a provider your plan offers for your own keys."
+        super().__init__(message, hint=hint)
+        self.tier = tier
+        self.provider = provider
+        self.reason = reason

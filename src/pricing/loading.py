@@ -29,6 +29,28 @@ The catalog format::
     models:                        # optional: rates LiteLLM lacks, or worst-case caps
       demo-gpt: {input_per_1m: "2.50", output_per_1m: "10.00", max_output_tokens: 4096}
 
+    byok_rules: [...]              # fees for bring-your-own-key calls (pricing.byok)
+    free_models: {...}             # models the provider does not charge for (pricing.free_models)
+    time_windows: [...]            # multipliers by local time of day (pricing.adjustments)
+    volume_discounts: [...]        # discounts by the period's provider spend (pricing.adjustments)
+
+Tiers also take allocation, rollover, quota and limit fields (pricing.tiers),
+and ``allowed_models``/``denied_models`` accept ``group:NAME`` for a LiteLLM
+access group.
+
+Precedence when a call is priced (each step is listed in ``Priced.steps``):
+
+1. a BYOK call is charged its BYOK fee and nothing else;
+2. else a free model (matching ``free_models.patterns``, or reporting a cost
+   of exactly 0 without being a cache hit, unless an ``override`` rule prices
+   it) is charged by the ``free_models`` rule (rule id ``free-model``);
+3. else the winning markup rule, the tier's ``default_markup``, or passthrough
+   (rule choice below), including its ``fee_usd``;
+4. then the first time window containing ``now`` multiplies the result;
+5. then the highest volume discount reached by the period's spend reduces it;
+6. then the base rule's ``min_charge_usd`` is the floor (a discount never
+   takes a charge below the operator's minimum).
+
 Rule choice: among matching rules, the highest (model, tier, provider)
 specificity wins, where a model given as an exact name scores 2, as a glob 1,
 absent 0, and a tier or provider present scores 1; ties go to the higher
@@ -52,6 +74,8 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -59,11 +83,29 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
+from pricing.adjustments import TimeWindow, VolumeDiscount
+from pricing.byok import ByokRule
 from pricing.catalog import Catalog, Markup, MarkupRule, ModelPrice, PositiveMoney, Tier
 from pricing.errors import CatalogError
+from pricing.free_models import FreeModels
 from pricing.money import DEFAULT_USD_PER_CREDIT
+from pricing.tiers import ModelQuota, Rollover, StripePriceIds
 
 Path = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where a problem found at a document path is shown to the operator."""
+
+    file: str
+    location: str
+    line: int | None
+    path: Path
+    """The document path, used to word the reason (the key's name, the keys allowed next to it)."""
+
+
+Locator = Callable[[Path], Located]
 
 
 class _Loader(yaml.SafeLoader):
@@ -91,6 +133,10 @@ class _Document(BaseModel):
     tiers: list[Tier] = Field(default_factory=list)
     rules: list[MarkupRule] = Field(default_factory=list)
     models: dict[str, ModelPrice] = Field(default_factory=dict)
+    byok_rules: list[ByokRule] = Field(default_factory=list)
+    free_models: FreeModels | None = None
+    time_windows: list[TimeWindow] = Field(default_factory=list)
+    volume_discounts: list[VolumeDiscount] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -120,27 +166,44 @@ def load_catalog(path: str | os.PathLike[str]) -> Catalog:
 
 def parse_catalog(text: str, source: str = "<string>") -> Catalog:
     """Validate catalog YAML given as a string; ``source`` names it in errors."""
-    data, lines = _read_yaml(text, source)
+    data, lines = read_yaml(text, source)
+    return build_catalog(data, yaml_locator(source, lines), source=source, version=text_version(text))
+
+
+def text_version(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def build_catalog(data: object, locate: Locator, *, source: str, version: str) -> Catalog:
+    """Validate a parsed document; ``locate`` turns a document path into the place an error names."""
     if not isinstance(data, dict):
+        where = locate(())
         raise CatalogError(
-            source, "document", "the catalog must be a mapping with tiers, rules and models", lines.get((), 1)
+            where.file,
+            "document",
+            "the catalog must be a mapping with tiers, rules and models",
+            where.line or 1,
         )
     try:
         document = _Document.model_validate(data)
     except ValidationError as exc:
-        raise _first_error(exc.errors(), lines, source) from None
-    _cross_check(document, lines, source)
+        raise _first_error(exc.errors(), locate) from None
+    _cross_check(document, locate)
     return Catalog(
         usd_per_credit=document.usd_per_credit,
         tiers={tier.code: tier for tier in document.tiers},
         rules=tuple(document.rules),
         models=dict(document.models),
-        version=hashlib.sha256(text.encode("utf-8")).hexdigest()[:12],
+        byok_rules=tuple(document.byok_rules),
+        free_models=document.free_models,
+        time_windows=tuple(document.time_windows),
+        volume_discounts=tuple(document.volume_discounts),
+        version=version,
         source=source,
     )
 
 
-def _read_yaml(text: str, source: str) -> tuple[object, dict[Path, int]]:
+def read_yaml(text: str, source: str) -> tuple[object, dict[Path, int]]:
     """Parse once into nodes (for line numbers) and construct data from the same nodes."""
     loader = _Loader(text)
     try:
@@ -175,7 +238,7 @@ def _index_lines(node: yaml.Node, path: Path, lines: dict[Path, int], source: st
             if key in seen:
                 raise CatalogError(
                     source,
-                    _format_path((*path, key)),
+                    format_path((*path, key)),
                     f"duplicate key {key!r} (first at line {seen[key]})",
                     line,
                 )
@@ -189,19 +252,26 @@ def _index_lines(node: yaml.Node, path: Path, lines: dict[Path, int], source: st
     active.discard(id(node))
 
 
-def _first_error(errors: list[ErrorDetails], lines: dict[Path, int], source: str) -> CatalogError:
-    located = [(_locate(tuple(error["loc"]), lines), error) for error in errors]
-    (path, line), error = min(located, key=lambda item: _line_order(item[0][1]))
-    return CatalogError(source, _format_path(path), _reason(error, path), line)
+def _first_error(errors: list[ErrorDetails], locate: Locator) -> CatalogError:
+    located = [(locate(tuple(part for part in error["loc"] if part != "[key]")), error) for error in errors]
+    where, error = min(located, key=lambda item: _line_order(item[0].line))
+    return CatalogError(where.file, where.location, _reason(error, where.path), where.line)
 
 
 def _line_order(line: int | None) -> float:
     return math.inf if line is None else line
 
 
-def _locate(loc: Path, lines: dict[Path, int]) -> tuple[Path, int | None]:
+def yaml_locator(source: str, lines: dict[Path, int]) -> Locator:
+    def locate(path: Path) -> Located:
+        found, line = locate_line(path, lines)
+        return Located(source, format_path(found), line, found)
+
+    return locate
+
+
+def locate_line(loc: Path, lines: dict[Path, int]) -> tuple[Path, int | None]:
     """The document path of a pydantic error location, and the line to show for it."""
-    loc = tuple(part for part in loc if part != "[key]")
     candidates = [loc]
     if len(loc) >= 3 and loc[0] == "rules" and loc[2] == "markup":
         # A rule's markup fields are written flat in the rule (see MarkupRule).
@@ -240,22 +310,43 @@ def _reason(error: ErrorDetails, path: Path) -> str:
     return message
 
 
+# The keys allowed at a place in the document, by the shape of its path
+# (a str names a key, int any list index, str-the-type any mapping key).
+_SHAPES: tuple[tuple[tuple[object, ...], tuple[str, ...]], ...] = (
+    ((), tuple(_Document.model_fields)),
+    (("tiers", int), tuple(Tier.model_fields)),
+    (("tiers", int, "default_markup"), _MARKUP_KEYS),
+    (("tiers", int, "rollover"), tuple(Rollover.model_fields)),
+    (("tiers", int, "quotas", int), tuple(ModelQuota.model_fields)),
+    (("tiers", int, "stripe_price_ids"), tuple(StripePriceIds.model_fields)),
+    (("rules", int), _RULE_KEYS),
+    (("models", str), tuple(ModelPrice.model_fields)),
+    (("byok_rules", int), tuple(ByokRule.model_fields)),
+    (("free_models",), tuple(FreeModels.model_fields)),
+    (("time_windows", int), tuple(TimeWindow.model_fields)),
+    (("volume_discounts", int), tuple(VolumeDiscount.model_fields)),
+)
+
+
 def _allowed_keys(parent: Path) -> tuple[str, ...]:
-    if parent == ():
-        return tuple(_Document.model_fields)
-    if len(parent) == 2 and parent[0] == "tiers":
-        return tuple(Tier.model_fields)
-    if len(parent) == 3 and parent[0] == "tiers" and parent[2] == "default_markup":
-        return _MARKUP_KEYS
-    if len(parent) == 2 and parent[0] == "rules":
-        return _RULE_KEYS
-    if len(parent) == 2 and parent[0] == "models":
-        return tuple(ModelPrice.model_fields)
+    for shape, keys in _SHAPES:
+        if len(shape) == len(parent) and all(
+            _fits(part, want) for part, want in zip(parent, shape, strict=True)
+        ):
+            return keys
     return ()
 
 
-def _cross_check(document: _Document, lines: dict[Path, int], source: str) -> None:
-    """Checks that span entries: unique tier codes and rule ids, rules naming defined tiers."""
+def _fits(part: str | int, want: object) -> bool:
+    if want is int:
+        return isinstance(part, int)
+    if want is str:
+        return isinstance(part, str)
+    return part == want
+
+
+def _cross_check(document: _Document, locate: Locator) -> None:
+    """Checks that span entries: unique codes and ids, references to defined tiers."""
     problems: list[tuple[Path, str]] = []
     tier_at: dict[str, int] = {}
     for index, tier in enumerate(document.tiers):
@@ -266,6 +357,7 @@ def _cross_check(document: _Document, lines: dict[Path, int], source: str) -> No
             )
         else:
             tier_at[tier.code] = index
+    defined = ", ".join(tier_at) or "none"
     rule_at: dict[str, int] = {}
     for index, rule in enumerate(document.rules):
         if rule.id in rule_at:
@@ -274,20 +366,40 @@ def _cross_check(document: _Document, lines: dict[Path, int], source: str) -> No
         else:
             rule_at[rule.id] = index
         if rule.tier is not None and rule.tier not in tier_at:
-            defined = ", ".join(tier_at) or "none"
             problems.append(
                 (("rules", index, "tier"), f"unknown tier {rule.tier!r}; defined tiers: {defined}")
             )
+    # (id, tiers) of each entry of the sections that name tiers
+    sections: dict[str, list[tuple[str, tuple[str, ...]]]] = {
+        "byok_rules": [(entry.id, entry.tiers) for entry in document.byok_rules],
+        "time_windows": [(entry.id, entry.tiers) for entry in document.time_windows],
+        "volume_discounts": [(entry.id, entry.tiers) for entry in document.volume_discounts],
+    }
+    for section, entries in sections.items():
+        id_at: dict[str, int] = {}
+        for index, (entry_id, tiers) in enumerate(entries):
+            if entry_id in id_at:
+                problems.append(
+                    ((section, index, "id"), f"duplicate id {entry_id!r} (also {section}[{id_at[entry_id]}])")
+                )
+            else:
+                id_at[entry_id] = index
+            for position, code in enumerate(tiers):
+                where: Path = (section, index, "tiers", position)
+                if code not in tier_at:
+                    problems.append((where, f"unknown tier {code!r}; defined tiers: {defined}"))
+                elif section == "byok_rules" and not document.tiers[tier_at[code]].byok_allowed:
+                    problems.append((where, f"tier {code!r} does not set byok_allowed: true"))
     if problems:
-        located = [(_locate(path, lines), reason) for path, reason in problems]
-        (path, line), reason = min(located, key=lambda item: _line_order(item[0][1]))
-        raise CatalogError(source, _format_path(path), reason, line)
+        located = [(locate(path), reason) for path, reason in problems]
+        where_found, reason = min(located, key=lambda item: _line_order(item[0].line))
+        raise CatalogError(where_found.file, where_found.location, reason, where_found.line)
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _format_path(path: Path) -> str:
+def format_path(path: Path) -> str:
     """``("rules", 2, "kind")`` → ``rules[2].kind``; ``("models", "gpt-4o")`` → ``models["gpt-4o"]``."""
     text = ""
     for part in path:

@@ -31,6 +31,8 @@ class ResolvedMarkup:
 
 def specificity(rule: MarkupRule, *, tier: str, model: str, provider: str | None) -> Specificity | None:
     """How specifically ``rule`` matches the call, or ``None`` when it does not."""
+    if not rule.active:
+        return None
     model_points = model_score(rule.model, model)
     if model_points is None:
         return None

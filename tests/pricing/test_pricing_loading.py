@@ -211,11 +211,24 @@ def test_unknown_tier_key_lists_what_is_allowed() -> None:
         tiers:
           - code: free
             allowed_models: []
+            colour: blue
+        """
+    )
+    assert error.location == "tiers[0].colour"
+    assert "allowed here: code, name, allowed_models" in error.reason
+
+
+def test_a_misspelt_new_tier_key_gets_a_suggestion() -> None:
+    error = error_of(
+        """
+        tiers:
+          - code: free
+            allowed_models: []
             quota: 5
         """
     )
     assert error.location == "tiers[0].quota"
-    assert "allowed here: code, name, allowed_models" in error.reason
+    assert "did you mean 'quotas'" in error.reason
 
 
 def test_model_entry_errors_name_the_model() -> None:
