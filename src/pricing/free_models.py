@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from pricing.fields import ModelPattern, NonNegativeMoney
 from pricing.money import EXACT_PRECISION, format_usd
@@ -36,7 +36,8 @@ class FreeModels(BaseModel):
 
     patterns: tuple[ModelPattern, ...] = ()
     kind: FreeModelKind = "passthrough"
-    fee_per_1k_tokens_usd: NonNegativeMoney | None = None
+    # validate_default: the kind check below must also run when the fee is left out.
+    fee_per_1k_tokens_usd: NonNegativeMoney | None = Field(default=None, validate_default=True)
 
     @field_validator("fee_per_1k_tokens_usd")
     @classmethod

@@ -126,6 +126,10 @@ BAD = [
     ("zero_usd_per_credit.yaml", "usd_per_credit", 3, "must be > 0"),
     ("yaml_syntax.yaml", "yaml", 5, "expected ',' or ']'"),
     ("duplicate_key.yaml", "rules[0].value", 11, "duplicate key 'value' (first at line 10)"),
+    ("unquoted_time.yaml", "time_windows[0].start", 9, 'write the time in quotes, e.g. "22:00"'),
+    ("unknown_timezone.yaml", "time_windows[0].timezone", 11, "unknown time zone 'CET+1'"),
+    ("byok_tier_not_allowed.yaml", "byok_rules[0].tiers[0]", 12, "does not set byok_allowed: true"),
+    ("quota_without_limit.yaml", "tiers[0].quotas[1]", 7, "set per_day and/or per_month"),
 ]
 
 
