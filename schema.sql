@@ -14,6 +14,10 @@ CREATE TABLE accounts (
 	debt BIGINT NOT NULL,
 	created_at TIMESTAMP WITH TIME ZONE NOT NULL,
 	updated_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	period_anchor TIMESTAMP WITH TIME ZONE NOT NULL,
+	byok BOOLEAN NOT NULL,
+	pending_tier VARCHAR(64),
+	pending_tier_at TIMESTAMP WITH TIME ZONE,
 	CONSTRAINT pk_accounts PRIMARY KEY (id),
 	CONSTRAINT uq_accounts_kind_external_id UNIQUE (kind, external_id),
 	CONSTRAINT ck_accounts_kind CHECK (kind IN ('team', 'user', 'end_user', 'key')),
@@ -21,6 +25,44 @@ CREATE TABLE accounts (
 	CONSTRAINT ck_accounts_overdraft_limit CHECK (overdraft_limit >= 0),
 	CONSTRAINT ck_accounts_held CHECK (held >= 0),
 	CONSTRAINT ck_accounts_debt CHECK (debt >= 0)
+);
+
+CREATE INDEX ix_accounts_pending_tier_at ON accounts (pending_tier_at);
+
+CREATE TABLE catalog_revision (
+	id INTEGER NOT NULL,
+	revision BIGINT NOT NULL,
+	updated_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	updated_by VARCHAR(255) NOT NULL,
+	CONSTRAINT pk_catalog_revision PRIMARY KEY (id),
+	CONSTRAINT ck_catalog_revision_single_row CHECK (id = 1)
+);
+
+CREATE TABLE job_leases (
+	name VARCHAR(128) NOT NULL,
+	holder VARCHAR(64) NOT NULL,
+	expires_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	acquired_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	CONSTRAINT pk_job_leases PRIMARY KEY (name)
+);
+
+CREATE TABLE pricing_rules (
+	id VARCHAR(128) NOT NULL,
+	data TEXT NOT NULL,
+	priority INTEGER NOT NULL,
+	active BOOLEAN NOT NULL,
+	updated_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	updated_by VARCHAR(255) NOT NULL,
+	CONSTRAINT pk_pricing_rules PRIMARY KEY (id)
+);
+
+CREATE TABLE tiers (
+	code VARCHAR(64) NOT NULL,
+	name VARCHAR(255) NOT NULL,
+	data TEXT NOT NULL,
+	updated_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	updated_by VARCHAR(255) NOT NULL,
+	CONSTRAINT pk_tiers PRIMARY KEY (code)
 );
 
 CREATE TABLE api_keys (
@@ -33,6 +75,7 @@ CREATE TABLE api_keys (
 	alias VARCHAR(255),
 	created_at TIMESTAMP WITH TIME ZONE NOT NULL,
 	revoked_at TIMESTAMP WITH TIME ZONE,
+	byok BOOLEAN NOT NULL,
 	CONSTRAINT pk_api_keys PRIMARY KEY (id),
 	CONSTRAINT uq_api_keys_key_hash UNIQUE (key_hash),
 	CONSTRAINT fk_api_keys_account_id_accounts FOREIGN KEY(account_id) REFERENCES accounts (id)
@@ -83,6 +126,36 @@ CREATE INDEX ix_holds_account_id_status ON holds (account_id, status);
 
 CREATE INDEX ix_holds_status_expires_at ON holds (status, expires_at);
 
+CREATE TABLE quota_counters (
+	id BIGSERIAL NOT NULL,
+	account_id BIGINT NOT NULL,
+	scope VARCHAR(255) NOT NULL,
+	window_start TIMESTAMP WITH TIME ZONE NOT NULL,
+	count INTEGER NOT NULL,
+	updated_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	CONSTRAINT pk_quota_counters PRIMARY KEY (id),
+	CONSTRAINT uq_quota_counters_account_id_scope_window_start UNIQUE (account_id, scope, window_start),
+	CONSTRAINT ck_quota_counters_count CHECK (count >= 0),
+	CONSTRAINT fk_quota_counters_account_id_accounts FOREIGN KEY(account_id) REFERENCES accounts (id)
+);
+
+CREATE INDEX ix_quota_counters_window_start ON quota_counters (window_start);
+
+CREATE TABLE tier_model_access (
+	id BIGSERIAL NOT NULL,
+	tier_code VARCHAR(64) NOT NULL,
+	position INTEGER NOT NULL,
+	pattern VARCHAR(255) NOT NULL,
+	effect VARCHAR(8) NOT NULL,
+	updated_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	updated_by VARCHAR(255) NOT NULL,
+	CONSTRAINT pk_tier_model_access PRIMARY KEY (id),
+	CONSTRAINT ck_tier_model_access_effect CHECK (effect IN ('allow', 'deny')),
+	CONSTRAINT fk_tier_model_access_tier_code_tiers FOREIGN KEY(tier_code) REFERENCES tiers (code)
+);
+
+CREATE INDEX ix_tier_model_access_tier_code_position ON tier_model_access (tier_code, position);
+
 CREATE TABLE entries (
 	id BIGSERIAL NOT NULL,
 	account_id BIGINT NOT NULL,
@@ -123,6 +196,7 @@ CREATE TABLE usage_events (
 	cache_hit BOOLEAN NOT NULL,
 	stream BOOLEAN NOT NULL,
 	created_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	byok BOOLEAN NOT NULL,
 	CONSTRAINT pk_usage_events PRIMARY KEY (id),
 	CONSTRAINT ck_usage_events_charged CHECK (charged >= 0),
 	CONSTRAINT uq_usage_events_hold_id UNIQUE (hold_id),

@@ -59,6 +59,8 @@ def create(
     tier: str,
     overdraft_limit: int,
     now: datetime,
+    period_anchor: datetime | None = None,
+    byok: bool = False,
 ) -> AccountRow:
     row = AccountRow(
         kind=kind,
@@ -71,6 +73,10 @@ def create(
         debt=0,
         created_at=now,
         updated_at=now,
+        period_anchor=period_anchor or now,
+        byok=byok,
+        pending_tier=None,
+        pending_tier_at=None,
     )
     session.add(row)
     session.flush()

@@ -19,6 +19,10 @@ def account(row: AccountRow) -> Account:
         debt=row.debt,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        period_anchor=row.period_anchor,
+        byok=row.byok,
+        pending_tier=row.pending_tier,
+        pending_tier_at=row.pending_tier_at,
     )
 
 
@@ -33,6 +37,7 @@ def api_key(row: ApiKeyRow) -> ApiKey:
         alias=row.alias,
         created_at=row.created_at,
         revoked_at=row.revoked_at,
+        byok=row.byok,
     )
 
 
@@ -101,6 +106,7 @@ def usage_event(row: UsageEventRow) -> UsageEvent:
         cache_hit=row.cache_hit,
         stream=row.stream,
         created_at=row.created_at,
+        byok=row.byok,
     )
 
 

@@ -149,8 +149,20 @@ def burn(
     session.flush()
 
 
-def expire(session: Session, account: AccountRow, grant: GrantRow, now: datetime) -> int:
-    """Write off what is left of an expired grant; returns the µcr written off."""
+def expire(
+    session: Session,
+    account: AccountRow,
+    grant: GrantRow,
+    now: datetime,
+    *,
+    reference: str | None = None,
+    reason: str | None = None,
+) -> int:
+    """Write off what is left of an expired grant; returns the µcr written off.
+
+    The entry's reference is the grant's own unless the caller names what expired it
+    (a period allocation does, so its result can be read back).
+    """
     left = grant.remaining
     if left <= 0:
         return 0
@@ -164,8 +176,8 @@ def expire(session: Session, account: AccountRow, grant: GrantRow, now: datetime
             amount=-left,
             held_delta=0,
             grant_id=grant.id,
-            reason=f"{grant.source} grant expired",
-            reference=grant.external_ref or "",
+            reason=reason or f"{grant.source} grant expired",
+            reference=(grant.external_ref or "") if reference is None else reference,
             created_at=now,
         )
     )

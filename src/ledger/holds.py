@@ -160,6 +160,7 @@ def settle(session: Session, hold_id: str, micro: int, usage: UsageRecord, now: 
         cache_hit=usage.cache_hit,
         stream=usage.stream,
         created_at=now,
+        byok=usage.byok,
     )
     session.add(event)
     # The unique hold_id makes a concurrent duplicate fail here with IntegrityError.

@@ -33,6 +33,7 @@ def create(
     team_id: str | None,
     alias: str | None,
     now: datetime,
+    byok: bool = False,
 ) -> ApiKeyRow:
     row = ApiKeyRow(
         key_hash=hash_key(plaintext),
@@ -42,6 +43,7 @@ def create(
         team_id=team_id,
         alias=alias,
         created_at=now,
+        byok=byok,
     )
     session.add(row)
     session.flush()

@@ -1,13 +1,16 @@
-"""Read-only queries: balance, history, usage."""
+"""Read-only queries: balance, history, usage, account pages, period totals."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from . import accounts, convert
-from .tables import EntryRow, GrantRow, UsageEventRow
-from .types import Balance, Entry, Grant, UsageEvent
+from .tables import AccountRow, EntryRow, GrantRow, UsageEventRow
+from .types import Account, Balance, Entry, Grant, UsageEvent, UsageTotals
 
 
 def balance(session: Session, account_id: int) -> Balance:
@@ -48,3 +51,48 @@ def grants(session: Session, account_id: int, *, live_only: bool) -> list[Grant]
         GrantRow.priority.desc(), GrantRow.expires_at.asc().nulls_last(), GrantRow.created_at, GrantRow.id
     )
     return [convert.grant(row) for row in session.scalars(stmt)]
+
+
+def list_accounts(session: Session, *, status: str | None, after_id: int, limit: int) -> list[Account]:
+    stmt = select(AccountRow).where(AccountRow.id > after_id)
+    if status is not None:
+        stmt = stmt.where(AccountRow.status == status)
+    return [convert.account(row) for row in session.scalars(stmt.order_by(AccountRow.id).limit(limit))]
+
+
+def usage_totals(session: Session, account_id: int, since: datetime, until: datetime | None) -> UsageTotals:
+    accounts.get(session, account_id)
+    where = [UsageEventRow.account_id == account_id, UsageEventRow.created_at >= since]
+    if until is not None:
+        where.append(UsageEventRow.created_at < until)
+    if session.get_bind().dialect.name == "postgresql":
+        # NUMERIC sums exactly in the database.
+        cost, byok_cost, charged, calls = session.execute(
+            select(
+                func.coalesce(func.sum(UsageEventRow.provider_cost_usd), 0),
+                func.coalesce(
+                    func.sum(case((UsageEventRow.byok, UsageEventRow.provider_cost_usd), else_=0)), 0
+                ),
+                func.coalesce(func.sum(UsageEventRow.charged), 0),
+                func.count(),
+            ).where(*where)
+        ).one()
+        return UsageTotals(
+            provider_cost_usd=Decimal(cost),
+            byok_provider_cost_usd=Decimal(byok_cost),
+            charged=int(charged),
+            calls=int(calls),
+        )
+    # SQLite keeps USD as text (its NUMERIC is a float): add them up here, as Decimals.
+    rows = select(UsageEventRow.provider_cost_usd, UsageEventRow.byok, UsageEventRow.charged).where(*where)
+    total = byok_total = Decimal(0)
+    charged_total = calls_total = 0
+    for usd, byok, charged_one in session.execute(rows):
+        total += usd
+        if byok:
+            byok_total += usd
+        charged_total += charged_one
+        calls_total += 1
+    return UsageTotals(
+        provider_cost_usd=total, byok_provider_cost_usd=byok_total, charged=charged_total, calls=calls_total
+    )

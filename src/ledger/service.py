@@ -2,32 +2,57 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from pricing.errors import HoldNotFound, InvalidOperation
+from pricing.errors import AccountNotFound, HoldNotFound, InvalidOperation
 
-from . import accounts, audit, convert, grants, holds, keys, queries
+from . import (
+    accounts,
+    audit,
+    catalog_rows,
+    convert,
+    grants,
+    holds,
+    jobs,
+    keys,
+    periods,
+    queries,
+    quotas,
+    tier_changes,
+    transfers,
+)
+from .catalog_rows import AccessRow
 from .engine import UnitOfWork, make_engine
-from .tables import ApiKeyRow, GrantRow, HoldRow, metadata
+from .tables import AccountRow, ApiKeyRow, GrantRow, HoldRow, metadata
 from .types import (
     Account,
     ApiKey,
     Balance,
+    CatalogRowsSnapshot,
     Entry,
     Grant,
     Hold,
     IssuedKey,
+    PeriodResult,
+    QuotaLike,
     Settlement,
+    Transfer,
     UsageEvent,
     UsageRecord,
+    UsageTotals,
 )
 
 STALE_BATCH = 500
+TIER_CHANGE_BATCH = 500
+
+T = TypeVar("T")
 
 
 def _aware(now: datetime) -> datetime:
@@ -100,17 +125,22 @@ class Ledger:
         tier: str,
         overdraft_limit: int = 0,
         welcome_micro: int = 0,
+        period_anchor: datetime | None = None,
+        byok: bool = False,
     ) -> Account:
         """Get or create the account ``(kind, external_id)``; safe to call concurrently.
 
-        An existing account is returned as it is (its tier is not changed). The welcome
-        grant is keyed ``welcome:{kind}:{external_id}``, so an account gets it once.
+        An existing account is returned as it is (its tier, anchor and BYOK mode are not
+        changed). The welcome grant is keyed ``welcome:{kind}:{external_id}``, so an
+        account gets it once. ``period_anchor`` (default: now) starts its billing periods.
         """
         accounts.check_kind(kind)
         if not external_id:
             raise InvalidOperation("an account needs a non-empty external id")
         _nonnegative("overdraft_limit", overdraft_limit)
         _nonnegative("welcome_micro", welcome_micro)
+        if period_anchor is not None:
+            _aware(period_anchor)
         now = self._clock()
         with self._uow() as session:
             row = accounts.find(session, kind, external_id)
@@ -119,7 +149,14 @@ class Ledger:
             try:
                 with self._uow() as session:
                     row = accounts.create(
-                        session, kind, external_id, tier=tier, overdraft_limit=overdraft_limit, now=now
+                        session,
+                        kind,
+                        external_id,
+                        tier=tier,
+                        overdraft_limit=overdraft_limit,
+                        now=now,
+                        period_anchor=period_anchor,
+                        byok=byok,
                     )
                     account = convert.account(row)
             except IntegrityError:
@@ -176,6 +213,110 @@ class Ledger:
             session.flush()
             return convert.account(row)
 
+    def set_byok(self, account_id: int, byok: bool) -> Account:
+        """Switch the account's bring-your-own-key mode."""
+        with self._uow() as session:
+            row = accounts.lock(session, account_id)
+            row.byok = bool(byok)
+            row.updated_at = self._clock()
+            session.flush()
+            return convert.account(row)
+
+    def set_period_anchor(self, account_id: int, period_anchor: datetime) -> Account:
+        """Move the start of the account's billing periods (a new subscription, say)."""
+        _aware(period_anchor)
+        with self._uow() as session:
+            row = accounts.lock(session, account_id)
+            row.period_anchor = period_anchor
+            row.updated_at = self._clock()
+            session.flush()
+            return convert.account(row)
+
+    def list_accounts(
+        self, status: str | None = "active", after_id: int = 0, limit: int = 500
+    ) -> list[Account]:
+        """One page of accounts in id order: pass the last id seen as ``after_id`` for the next.
+
+        ``status=None`` lists every status.
+        """
+        if status is not None:
+            accounts.check_status(status)
+        if limit <= 0:
+            raise InvalidOperation(f"limit must be > 0, got {limit!r}")
+        with self._uow() as session:
+            return queries.list_accounts(session, status=status, after_id=after_id, limit=limit)
+
+    # -- tier changes ---------------------------------------------------------
+
+    def change_tier(
+        self,
+        account_id: int,
+        new_tier: str,
+        *,
+        prorated_micro: int = 0,
+        reference: str,
+        reason: str = "",
+    ) -> Account:
+        """Set the tier now and, when ``prorated_micro`` > 0, grant it (source ``proration``).
+
+        One transaction. The grant's ``external_ref`` is ``reference``: a repeat returns the
+        account unchanged. A change now cancels any scheduled change.
+        """
+        if not new_tier:
+            raise InvalidOperation("tier must be non-empty")
+        if not reference:
+            raise InvalidOperation("a tier change needs a reference (it is its idempotency key)")
+        _nonnegative("prorated_micro", prorated_micro)
+        try:
+            with self._uow() as session:
+                row = accounts.lock(session, account_id)
+                tier_changes.change(
+                    session,
+                    row,
+                    new_tier,
+                    prorated_micro=prorated_micro,
+                    reference=reference,
+                    reason=reason,
+                    now=self._clock(),
+                )
+                return convert.account(row)
+        except IntegrityError:
+            if prorated_micro == 0 or self._grant_by_ref(reference, account_id) is None:
+                raise
+            return self.get_account(account_id)
+
+    def schedule_tier_change(self, account_id: int, new_tier: str, effective_at: datetime) -> Account:
+        """Change the tier at ``effective_at`` (``apply_due_tier_changes`` does it); replaces any earlier plan."""
+        if not new_tier:
+            raise InvalidOperation("tier must be non-empty")
+        _aware(effective_at)
+        with self._uow() as session:
+            row = accounts.lock(session, account_id)
+            tier_changes.schedule(session, row, new_tier, effective_at)
+            return convert.account(row)
+
+    def cancel_tier_change(self, account_id: int) -> Account:
+        with self._uow() as session:
+            row = accounts.lock(session, account_id)
+            tier_changes.schedule(session, row, None, None)
+            return convert.account(row)
+
+    def apply_due_tier_changes(self, now: datetime | None = None) -> int:
+        """Apply every scheduled tier change due at ``now``; returns how many accounts changed."""
+        at = _aware(now) if now is not None else self._clock()
+        count = 0
+        while True:
+            with self._uow() as session:
+                batch = tier_changes.due_ids(session, at, TIER_CHANGE_BATCH)
+            done = 0
+            for account_id in batch:
+                with self._uow() as session:
+                    if tier_changes.apply_due(session, accounts.lock(session, account_id), at):
+                        done += 1
+            count += done
+            if len(batch) < TIER_CHANGE_BATCH or done == 0:
+                return count
+
     # -- keys -----------------------------------------------------------------
 
     def issue_key(
@@ -185,6 +326,7 @@ class Ledger:
         user_id: str | None = None,
         team_id: str | None = None,
         alias: str | None = None,
+        byok: bool = False,
     ) -> IssuedKey:
         """A new ``sk-cr-…`` key for the account. The plaintext is in the result only."""
         plaintext = keys.new_plaintext()
@@ -198,6 +340,7 @@ class Ledger:
                 team_id=team_id,
                 alias=alias,
                 now=self._clock(),
+                byok=byok,
             )
             return IssuedKey(plaintext=plaintext, key=convert.api_key(row))
 
@@ -218,6 +361,15 @@ class Ledger:
             accounts.get(session, account_id)
             stmt = select(ApiKeyRow).where(ApiKeyRow.account_id == account_id).order_by(ApiKeyRow.id)
             return [convert.api_key(row) for row in session.scalars(stmt)]
+
+    def set_key_byok(self, key_id: int, byok: bool) -> ApiKey:
+        with self._uow() as session:
+            row = session.get(ApiKeyRow, key_id, with_for_update=True)
+            if row is None:
+                raise InvalidOperation(f"no API key with id {key_id}")
+            row.byok = bool(byok)
+            session.flush()
+            return convert.api_key(row)
 
     def revoke_key(self, key_id: int) -> bool:
         """Revoke a key by id; False when it was already revoked."""
@@ -379,6 +531,246 @@ class Ledger:
                 if row is not None and grants.expire(session, account, row, at) > 0:
                     count += 1
         return count
+
+    def _grant_by_ref(self, external_ref: str, account_id: int) -> Grant | None:
+        with self._uow() as session:
+            row = grants.by_ref(session, external_ref)
+            return convert.grant(grants.check_same_account(row, account_id)) if row is not None else None
+
+    # -- periods --------------------------------------------------------------
+
+    def allocate_period(
+        self,
+        account_id: int,
+        *,
+        period_start: datetime,
+        period_end: datetime,
+        allocation_micro: int,
+        rollover_fraction: Decimal | None = None,
+        rollover_cap_micro: int | None = None,
+        rollover_expires_at: datetime | None = None,
+    ) -> PeriodResult:
+        """Start a billing period, once: grant its allocation, carry over, expire the last one.
+
+        In one transaction: a ``subscription`` grant of ``allocation_micro`` expiring at
+        ``period_end`` (``external_ref`` ``alloc:{account_id}:{period_start, UTC ISO}``);
+        of the last period's allocation(s), unused credit × ``rollover_fraction`` (floored,
+        at most ``rollover_cap_micro``) becomes a ``rollover`` grant expiring at
+        ``rollover_expires_at`` or ``period_end``, and the rest is expired. Purchases,
+        bonuses and earlier rollovers are left alone. A repeat returns the first result
+        with ``already_done=True`` and changes nothing.
+        """
+        _aware(period_start)
+        _aware(period_end)
+        if period_end <= period_start:
+            raise InvalidOperation("period_end must be after period_start")
+        _positive("allocation_micro", allocation_micro)
+        if rollover_fraction is not None and (
+            not isinstance(rollover_fraction, Decimal) or not Decimal(0) <= rollover_fraction <= Decimal(1)
+        ):
+            raise InvalidOperation(
+                f"rollover_fraction must be a Decimal in [0, 1], got {rollover_fraction!r}"
+            )
+        if rollover_cap_micro is not None:
+            _nonnegative("rollover_cap_micro", rollover_cap_micro)
+        if rollover_expires_at is not None:
+            _aware(rollover_expires_at)
+        try:
+            with self._uow() as session:
+                return periods.allocate(
+                    session,
+                    accounts.lock(session, account_id),
+                    period_start=period_start,
+                    period_end=period_end,
+                    allocation_micro=allocation_micro,
+                    rollover_fraction=rollover_fraction,
+                    rollover_cap_micro=rollover_cap_micro,
+                    rollover_expires_at=rollover_expires_at,
+                    now=self._clock(),
+                )
+        except IntegrityError:
+            # A concurrent twin inserted the allocation first: report what it did.
+            with self._uow() as session:
+                found = grants.by_ref(session, periods.allocation_ref(account_id, period_start))
+                if found is None:
+                    raise
+                return periods.existing(session, account_id, found, period_start)
+
+    def period_usage_totals(
+        self, account_id: int, since: datetime, until: datetime | None = None
+    ) -> UsageTotals:
+        """Provider cost (all, and BYOK only), µcr charged and calls in ``[since, until)``."""
+        _aware(since)
+        if until is not None:
+            _aware(until)
+        with self._uow() as session:
+            return queries.usage_totals(session, account_id, since, until)
+
+    # -- quotas ---------------------------------------------------------------
+
+    def consume_quotas(self, account_id: int, checks: Sequence[QuotaLike]) -> None:
+        """Count one call against every check, all or nothing.
+
+        Raises ``QuotaExceeded(what, limit, resets_at=window_end)`` for a check already at
+        its limit; then no counter moves. The database does the counting, so concurrent
+        proxies cannot let more than ``limit`` calls through.
+        """
+        quotas.check_specs(checks)
+        if not checks:
+            return
+        try:
+            with self._uow() as session:
+                quotas.consume(session, account_id, checks, self._clock())
+        except IntegrityError:
+            # The only foreign key: the account.
+            with self._uow() as session:
+                if session.get(AccountRow, account_id) is None:
+                    raise AccountNotFound(str(account_id)) from None
+            raise
+
+    def release_quotas(self, account_id: int, checks: Sequence[QuotaLike]) -> None:
+        """Give back one call on every check (the call failed upstream); never below zero."""
+        quotas.check_specs(checks)
+        if not checks:
+            return
+        with self._uow() as session:
+            quotas.release(session, account_id, checks, self._clock())
+
+    def quota_usage(self, account_id: int, checks: Sequence[QuotaLike]) -> list[int]:
+        """The current count of each check's counter, in the order given."""
+        quotas.check_specs(checks)
+        with self._uow() as session:
+            return quotas.counts(session, account_id, checks)
+
+    def prune_quota_counters(self, before: datetime) -> int:
+        """Delete counters of windows that started before ``before``: pass a time earlier
+        than the start of any window still in use (now minus the longest window)."""
+        _aware(before)
+        with self._uow() as session:
+            return quotas.prune(session, before)
+
+    # -- transfers ------------------------------------------------------------
+
+    def transfer(
+        self, from_account_id: int, to_account_id: int, micro: int, *, reference: str, reason: str = ""
+    ) -> Transfer:
+        """Move credit between accounts, once per ``reference``.
+
+        The source's grants burn down like a charge, strictly: refused with
+        ``InsufficientCredits`` when it would leave available below -overdraft_limit,
+        ``AccountInactive`` unless the source is active. The target gets a ``transfer``
+        grant (``external_ref`` ``transfer:{reference}``). A repeat returns the first.
+        """
+        _positive("transfer amount", micro)
+        if not reference or len(reference) > 200:
+            raise InvalidOperation(
+                "a transfer needs a reference of 1 to 200 characters (its idempotency key)"
+            )
+        if from_account_id == to_account_id:
+            raise InvalidOperation("a transfer needs two different accounts")
+        try:
+            with self._uow() as session:
+                return transfers.transfer(
+                    session,
+                    from_account_id,
+                    to_account_id,
+                    micro,
+                    reference=reference,
+                    reason=reason,
+                    now=self._clock(),
+                )
+        except IntegrityError:
+            with self._uow() as session:
+                found = grants.by_ref(session, transfers.transfer_ref(reference))
+                if found is None:
+                    raise
+                return transfers.load(session, found, from_account_id, to_account_id)
+
+    # -- job leases -----------------------------------------------------------
+
+    def run_exclusive(
+        self, name: str, fn: Callable[[], T], *, lease_seconds: float = 60, keep_lease: bool = False
+    ) -> T | None:
+        """Run ``fn`` unless another holder (another replica) has the lease ``name``; then None.
+
+        The lease is given back when ``fn`` returns or raises; with ``keep_lease`` it is kept
+        until it runs out, so the job runs at most once per ``lease_seconds`` across
+        replicas. Pick ``lease_seconds`` longer than ``fn`` runs: an expired lease can be taken.
+        """
+        if not name or len(name) > 128:
+            raise InvalidOperation("a job name must be 1 to 128 characters")
+        if lease_seconds <= 0:
+            raise InvalidOperation(f"lease_seconds must be > 0, got {lease_seconds!r}")
+        holder = uuid.uuid4().hex
+        with self._uow() as session:
+            if not jobs.acquire(session, name, holder, lease_seconds=lease_seconds, now=self._clock()):
+                return None
+        try:
+            return fn()
+        finally:
+            if not keep_lease:
+                with self._uow() as session:
+                    jobs.release(session, name, holder, now=self._clock())
+
+    # -- catalog rows ---------------------------------------------------------
+
+    def catalog_rows(self) -> CatalogRowsSnapshot:
+        """Every catalog row (JSON ``data`` decoded) and a stamp, read in one transaction."""
+        with self._uow() as session:
+            return catalog_rows.snapshot(session)
+
+    def catalog_stamp(self) -> str:
+        """The ``stamp`` ``catalog_rows()`` would return now, for cheap change polling."""
+        with self._uow() as session:
+            return catalog_rows.stamp(session)
+
+    def upsert_tier_row(self, code: str, *, name: str, data: Mapping[str, Any], updated_by: str) -> None:
+        if not code or len(code) > 64:
+            raise InvalidOperation("a tier code must be 1 to 64 characters")
+        with self._uow() as session:
+            catalog_rows.upsert_tier(
+                session, code, name=name, data=data, updated_by=updated_by, now=self._clock()
+            )
+
+    def delete_tier_row(self, code: str, *, updated_by: str) -> bool:
+        """Delete a tier row and its model access rows; False when there was none."""
+        with self._uow() as session:
+            return catalog_rows.delete_tier(session, code, updated_by=updated_by, now=self._clock())
+
+    def set_model_access_rows(self, tier_code: str, rows: Sequence[AccessRow], *, updated_by: str) -> None:
+        """Replace the tier's model access rows: ``(pattern, effect)`` pairs or mappings with
+        ``pattern`` and ``effect`` (``allow`` or ``deny``), kept in the order given."""
+        with self._uow() as session:
+            catalog_rows.set_model_access(session, tier_code, rows, updated_by=updated_by, now=self._clock())
+
+    def upsert_pricing_rule_row(
+        self,
+        rule_id: str,
+        *,
+        data: Mapping[str, Any],
+        priority: int = 0,
+        active: bool = True,
+        updated_by: str,
+    ) -> None:
+        if not rule_id or len(rule_id) > 128:
+            raise InvalidOperation("a pricing rule id must be 1 to 128 characters")
+        with self._uow() as session:
+            catalog_rows.upsert_pricing_rule(
+                session,
+                rule_id,
+                data=data,
+                priority=priority,
+                active=active,
+                updated_by=updated_by,
+                now=self._clock(),
+            )
+
+    def delete_pricing_rule_row(self, rule_id: str, *, updated_by: str) -> bool:
+        """Delete a pricing rule row; False when there was none."""
+        with self._uow() as session:
+            return catalog_rows.delete_pricing_rule(
+                session, rule_id, updated_by=updated_by, now=self._clock()
+            )
 
     # -- holds ----------------------------------------------------------------
 

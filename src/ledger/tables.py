@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from .types import ACCOUNT_KINDS, ACCOUNT_STATUSES, ENTRY_KINDS, HOLD_STATUSES
+from .types import ACCOUNT_KINDS, ACCOUNT_STATUSES, ENTRY_KINDS, HOLD_STATUSES, MODEL_ACCESS_EFFECTS
 
 # Deterministic constraint names, so schema.sql, create_all and the migrations agree.
 NAMING_CONVENTION = {
@@ -128,6 +128,13 @@ class AccountRow(Base):
     debt: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # The subscription start: billing periods are counted from here (default: created_at).
+    period_anchor: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Bring-your-own-key: the account pays its provider itself and is charged only fees.
+    byok: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A tier change scheduled for later (a downgrade at the end of the period, say).
+    pending_tier: Mapped[str | None] = mapped_column(String(64))
+    pending_tier_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
 
 
 class ApiKeyRow(Base):
@@ -143,6 +150,7 @@ class ApiKeyRow(Base):
     alias: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    byok: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class GrantRow(Base):
@@ -236,6 +244,91 @@ class UsageEventRow(Base):
     cache_hit: Mapped[bool] = mapped_column(Boolean, default=False)
     stream: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The call ran on the caller's own provider key: its provider cost is not ours.
+    byok: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class QuotaCounterRow(Base):
+    """Calls counted per account, quota scope and window; incremented only below the limit."""
+
+    __tablename__ = "quota_counters"
+    __table_args__ = (
+        # The upsert's conflict target: one counter per (account, scope, window).
+        UniqueConstraint("account_id", "scope", "window_start"),
+        Index(None, "window_start"),
+        CheckConstraint("count >= 0", name="count"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    scope: Mapped[str] = mapped_column(String(255))
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class JobLeaseRow(Base):
+    """Who runs a periodic job right now: one row per job, taken while free or expired."""
+
+    __tablename__ = "job_leases"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TierRow(Base):
+    """A tier of the admin-editable catalog; ``data`` is the tier's fields as JSON."""
+
+    __tablename__ = "tiers"
+
+    code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    data: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(255), default="")
+
+
+class TierModelAccessRow(Base):
+    __tablename__ = "tier_model_access"
+    __table_args__ = (
+        Index(None, "tier_code", "position"),
+        CheckConstraint(_in("effect", MODEL_ACCESS_EFFECTS), name="effect"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tier_code: Mapped[str] = mapped_column(ForeignKey("tiers.code"))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    pattern: Mapped[str] = mapped_column(String(255))
+    effect: Mapped[str] = mapped_column(String(8))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(255), default="")
+
+
+class PricingRuleRow(Base):
+    """A markup rule of the admin-editable catalog; ``data`` is the rule's fields as JSON."""
+
+    __tablename__ = "pricing_rules"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    data: Mapped[str] = mapped_column(Text)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(255), default="")
+
+
+class CatalogRevisionRow(Base):
+    """One row, bumped by every catalog write (deletes too): the catalog's change stamp."""
+
+    __tablename__ = "catalog_revision"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    revision: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(255), default="")
 
 
 metadata = Base.metadata

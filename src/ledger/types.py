@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 MICRO_PER_CREDIT: Final = 1_000_000
 
@@ -33,6 +33,8 @@ ENTRY_KINDS: Final[tuple[str, ...]] = (
     "adjustment",
 )
 
+MODEL_ACCESS_EFFECTS: Final[tuple[str, ...]] = ("allow", "deny")
+
 
 def micro_to_credit_str(micro: int) -> str:
     """µcr as a plain decimal string of credits (``1500000`` → ``"1.5"``), for messages."""
@@ -53,6 +55,16 @@ class Account:
     debt: int
     created_at: datetime
     updated_at: datetime
+    # Defaults keep code that builds an Account by hand (tests, fakes) working.
+    period_anchor: datetime | None = None
+    byok: bool = False
+    pending_tier: str | None = None
+    pending_tier_at: datetime | None = None
+
+    @property
+    def anchor(self) -> datetime:
+        """The start of billing periods: ``period_anchor``, else the account's creation."""
+        return self.period_anchor or self.created_at
 
     @property
     def available(self) -> int:
@@ -74,6 +86,7 @@ class ApiKey:
     alias: str | None
     created_at: datetime
     revoked_at: datetime | None
+    byok: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +170,7 @@ class UsageRecord:
     catalog_version: str | None = None
     cache_hit: bool = False
     stream: bool = False
+    byok: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +194,7 @@ class UsageEvent:
     cache_hit: bool
     stream: bool
     created_at: datetime
+    byok: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,3 +212,80 @@ class Settlement:
     usage_event_id: int
     late: bool
     settled_at: datetime
+
+
+class QuotaLike(Protocol):
+    """Anything that describes one quota check (``QuotaSpec``, pricing's ``QuotaCheck``)."""
+
+    @property
+    def scope(self) -> str: ...
+    @property
+    def window_start(self) -> datetime: ...
+    @property
+    def window_end(self) -> datetime: ...
+    @property
+    def limit(self) -> int: ...
+    @property
+    def what(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaSpec:
+    """One counter to consume: at most ``limit`` calls in ``[window_start, window_end)``.
+
+    ``scope`` names the counter (``"model:gpt-4o"``, ``"calls"``); ``window_start`` tells
+    its windows apart; ``window_end`` is when it resets; ``what`` is for the error message.
+    """
+
+    scope: str
+    window_start: datetime
+    window_end: datetime
+    limit: int
+    what: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodResult:
+    """What ``allocate_period`` did (or, with ``already_done``, had done the first time)."""
+
+    granted: int
+    rolled_over: int
+    expired: int
+    already_done: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotals:
+    """Sums over an account's usage events in a time range."""
+
+    provider_cost_usd: Decimal
+    byok_provider_cost_usd: Decimal
+    charged: int
+    calls: int
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """Credit moved between accounts; a repeat with the same reference returns an equal value.
+
+    ``debits`` are the source's entries (one per grant burned, plus one for any part
+    that became debt); ``credit`` is the target's entry for its new ``transfer`` grant.
+    """
+
+    reference: str
+    from_account_id: int
+    to_account_id: int
+    amount: int
+    debits: tuple[Entry, ...]
+    credit: Entry
+    grant: Grant
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogRowsSnapshot:
+    """The catalog as stored rows; ``stamp`` changes whenever any of them changes."""
+
+    tiers: list[dict[str, Any]]
+    tier_model_access: list[dict[str, Any]]
+    pricing_rules: list[dict[str, Any]]
+    stamp: str
