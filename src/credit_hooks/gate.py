@@ -59,6 +59,8 @@ class CreditGate:
         self._accounts: dict[Identity | int, tuple[float, Account]] = {}
         self._open: dict[str, OpenCall] = {}
         self._settled: OrderedDict[str, Settlement] = OrderedDict()
+        # streams waiting for their charge to reach disk before the client sees the end
+        self._landed: dict[str, asyncio.Event] = {}
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -200,10 +202,29 @@ class CreditGate:
                 micro_to_credits(priced.micro_credits),
                 exc,
             )
+            self._mark_landed(outcome.hold_id)
             return None
         self._remember(settlement)
         self._open.pop(outcome.hold_id, None)
+        self._mark_landed(outcome.hold_id)
         return settlement
+
+    def _mark_landed(self, hold_id: str) -> None:
+        event = self._landed.pop(hold_id, None)
+        if event is not None:
+            event.set()
+
+    async def wait_landed(self, hold_id: str, timeout: float) -> bool:
+        """Wait until this hold's charge is on disk (ledger or outbox); False on timeout."""
+        if hold_id in self._settled:
+            return True
+        event = self._landed.setdefault(hold_id, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+            return True
+        except TimeoutError:
+            self._landed.pop(hold_id, None)
+            return False
 
     async def _tier_of(self, hold_id: str, call: OpenCall | None) -> tuple[str, int]:
         if call is not None:

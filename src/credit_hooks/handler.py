@@ -11,6 +11,8 @@ Flow of one call:
                 client gets it, so the charge is on disk first
   success event settle streams (their cost exists only here); for anything
                 already settled this is a no-op
+  stream end    the streaming iterator waits for that settle before it
+                returns, so the client's stream ends after the charge is on disk
   failure       void the hold (idempotent: a rejected pre-call fires it too)
   headers       x-credits-remaining, x-credits-charged
 """
@@ -18,6 +20,7 @@ Flow of one call:
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
@@ -43,6 +46,8 @@ log = logging.getLogger("credits.hooks")
 ACCOUNT_ID_KEY = "credits_account_id"
 CALL_TYPE_KEY = "credits_call_type"
 _EXEMPT_ROLES = {LitellmUserRoles.PROXY_ADMIN, LitellmUserRoles.PROXY_ADMIN.value}
+# bounded: a stuck ledger must not hold a finished stream open for long
+STREAM_SETTLE_WAIT_SECONDS = 10.0
 
 
 def _strip_client_keys(data: dict[str, Any]) -> None:
@@ -115,6 +120,22 @@ class CreditsCallback(CustomLogger):
             # never fail a served response; the success event settles it instead
             log.exception("settling hold %s in the post-call hook failed", hold_id)
         return response
+
+    async def async_post_call_streaming_iterator_hook(
+        self, user_api_key_dict: UserAPIKeyAuth, response: Any, request_data: dict[str, Any]
+    ) -> AsyncGenerator[Any, None]:
+        async for chunk in response:
+            yield chunk
+        hold_id = _hold_id(request_data)
+        # LiteLLM schedules the success event when the upstream stream ends, before
+        # this loop finishes; the proxy sends `[DONE]` only after we return. With
+        # post-call guardrails it defers the event until after us: then do not wait.
+        logging_obj = request_data.get("litellm_logging_obj")
+        deferred = getattr(logging_obj, "_on_deferred_stream_complete", None) is not None
+        if hold_id is not None and not deferred:
+            landed = await runtime.gate().wait_landed(hold_id, STREAM_SETTLE_WAIT_SECONDS)
+            if not landed:
+                log.error("stream of hold %s ended before its charge was written", hold_id)
 
     async def async_log_success_event(
         self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
