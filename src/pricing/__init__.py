@@ -1,5 +1,13 @@
 """pricing: the catalog (tiers, model access, markup rules) and pure pricing functions.
 
+Modules, each named for what it holds: ``catalog`` (the validated catalog),
+``loading`` (YAML, errors with lines, the precedence of pricing steps),
+``merge`` (YAML + database rows), ``matching`` (which markup rule wins),
+``quoting`` (``price``/``quote`` and their steps), ``byok``, ``free_models``,
+``adjustments`` (time windows, volume discounts), ``tiers`` (allocation,
+rollover, quota settings), ``quotas`` (billing periods and quota checks),
+``limits`` (max_tokens), ``access``, ``price_list``, ``money``, ``errors``.
+
 Imports only the standard library, pydantic and PyYAML; touches no database
 and knows nothing of LiteLLM. Money is ``Decimal`` USD in, integer
 micro-credits out, rounded up once (see :mod:`pricing.money`).

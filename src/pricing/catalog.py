@@ -39,8 +39,8 @@ from pricing.fields import (
     NonNegativeMoney,
     PositiveInteger,
     PositiveMoney,
-    _non_negative,
-    _not_bool,
+    non_negative,
+    not_bool,
 )
 from pricing.free_models import FreeModels
 from pricing.money import DEFAULT_USD_PER_CREDIT
@@ -127,7 +127,7 @@ class Markup(BaseModel):
             if info.data.get("kind") == "fixed":
                 raise ValueError("required for kind 'fixed': the fee per call in USD")
             return None
-        return _non_negative(fee)
+        return non_negative(fee)
 
     @field_validator("input_per_1m", "output_per_1m")
     @classmethod
@@ -137,7 +137,7 @@ class Markup(BaseModel):
             raise ValueError("required for kind 'override': USD per 1M tokens")
         if kind not in (None, "override") and rate is not None:
             raise ValueError(f"only used by kind 'override', not {kind!r}; remove it")
-        return None if rate is None else _non_negative(rate)
+        return None if rate is None else non_negative(rate)
 
 
 PASSTHROUGH = Markup(kind="passthrough")
@@ -230,7 +230,7 @@ class ModelPrice(BaseModel):
 
     input_per_1m: NonNegativeMoney | None = None
     output_per_1m: NonNegativeMoney | None = None
-    max_output_tokens: Annotated[PositiveInt, BeforeValidator(_not_bool)] | None = None
+    max_output_tokens: Annotated[PositiveInt, BeforeValidator(not_bool)] | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> ModelPrice:

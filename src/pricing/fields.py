@@ -30,14 +30,14 @@ def _parse_decimal(value: object) -> object:
     return value
 
 
-def _not_bool(value: object) -> object:
+def not_bool(value: object) -> object:
     # YAML reads "yes"/"no" as booleans, and int() would quietly accept them.
     if isinstance(value, bool):
         raise ValueError(f"expected an integer, got {str(value).lower()}")
     return value
 
 
-def _non_negative(value: Decimal) -> Decimal:
+def non_negative(value: Decimal) -> Decimal:
     if value < 0:
         raise ValueError(f"must not be negative, got {value}")
     return value
@@ -66,9 +66,9 @@ def _code(value: str) -> str:
 
 
 Money = Annotated[Decimal, BeforeValidator(_parse_decimal)]
-NonNegativeMoney = Annotated[Money, AfterValidator(_non_negative)]
+NonNegativeMoney = Annotated[Money, AfterValidator(non_negative)]
 PositiveMoney = Annotated[Money, AfterValidator(_positive)]
-Integer = Annotated[int, BeforeValidator(_not_bool)]
+Integer = Annotated[int, BeforeValidator(not_bool)]
 Name = Annotated[str, AfterValidator(_name)]
 Code = Annotated[str, AfterValidator(_code)]
 
