@@ -16,19 +16,30 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
 from ledger import Account, Balance, Ledger, Settlement, UsageRecord
 from ledger.outbox import Outbox, PendingCharge
-from pricing import Priced, check_access, credits_to_micro, micro_to_credits, price, quote
+from pricing import (
+    Priced,
+    Tier,
+    check_access,
+    credits_to_micro,
+    enforce_max_tokens,
+    micro_to_credits,
+    price,
+    price_list,
+    quote,
+)
 from pricing.errors import AccountInactive, CreditsError, UnknownAccount
 
 from .catalog_source import CatalogSource
 from .identity import Caller, Identity
 from .outcome import Outcome
 from .settings import CreditSettings, UnknownAccountPolicy
-from .worst_case import DeploymentIndex, WorstCase, worst_cases
+from .worst_case import DeploymentIndex, WorstCase, max_tokens_key, worst_cases
 
 log = logging.getLogger("credits.gate")
 T = TypeVar("T")
@@ -44,6 +55,22 @@ class OpenCall:
     caller: Caller
     quoted: Priced
     opened_at: float
+
+
+def _num(value: Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
+def limit_max_tokens(tier: Tier, call_type: str, data: dict[str, Any]) -> None:
+    """Apply the tier's per-request token cap to the request itself (clamp) or refuse it."""
+    key = max_tokens_key(call_type, data)
+    if key is None:
+        return
+    asked = data.get(key)
+    requested = asked if isinstance(asked, int) and not isinstance(asked, bool) and asked >= 0 else None
+    allowed = enforce_max_tokens(tier, requested)
+    if allowed is not None and allowed != requested:
+        data[key] = allowed
 
 
 class CreditGate:
@@ -102,6 +129,7 @@ class CreditGate:
 
     def worst_price(self, tier: str, model_group: str, cases: list[WorstCase]) -> Priced:
         catalog = self.catalogs.current
+        now = datetime.now(UTC)
         priced: list[Priced] = []
         for case in cases:
             if case.rates is not None:
@@ -114,6 +142,7 @@ class CreditGate:
                         rates=case.rates,
                         prompt_tokens=case.prompt_tokens,
                         max_tokens=case.max_tokens,
+                        now=now,
                     )
                 )
             else:
@@ -126,6 +155,7 @@ class CreditGate:
                         cost_usd=case.cost_usd or Decimal(0),
                         input_tokens=0,
                         output_tokens=0,
+                        now=now,
                     )
                 )
         return max(priced, key=lambda p: p.micro_credits)
@@ -136,7 +166,9 @@ class CreditGate:
         if account.status != "active":
             self.forget_account(caller)  # a reactivation must be seen on the next call
             raise AccountInactive(account.label, account.status)
-        check_access(self.catalogs.current, account.tier, model_group)
+        catalog = self.catalogs.current
+        check_access(catalog, account.tier, model_group, groups=self.deployments.groups(model_group))
+        limit_max_tokens(catalog.tier(account.tier), call_type, data)
         cases = worst_cases(self.deployments, call_type, model_group, data, self.settings.fallback_hold_usd)
         quoted = self.worst_price(account.tier, model_group, cases)
         hold = await self.run(
@@ -172,6 +204,8 @@ class CreditGate:
             cost_usd=outcome.cost_usd,
             input_tokens=outcome.tokens_in,
             output_tokens=outcome.tokens_out,
+            cache_hit=outcome.cache_hit,
+            now=datetime.now(UTC),
         )
         usage = UsageRecord(
             model=outcome.model_group,
@@ -250,6 +284,42 @@ class CreditGate:
             # the sweeper voids it when its TTL runs out
             log.error("hold %s not released now (%s); the sweeper will", hold_id, exc)
             return False
+
+    async def price_listing(self, account: Account) -> dict[str, Any]:
+        catalog = self.catalogs.current
+        tier = catalog.tier(account.tier)
+        names = self.deployments.model_groups()
+        rates = {}
+        providers: dict[str, str | None] = {}
+        groups = {}
+        for name in names:
+            # the dearest deployment of a group is the price a caller may pay
+            dearest = max(
+                self.deployments.deployments(name),
+                key=lambda d: (d.rates.output_per_token, d.rates.input_per_token),
+            )
+            rates[name] = dearest.rates
+            providers[name] = dearest.provider
+            groups[name] = self.deployments.groups(name)
+        views = price_list(catalog, account.tier, rates, groups=groups, providers=providers)
+        return {
+            "tier": {"code": tier.code, "name": tier.name},
+            "catalog_version": catalog.version,
+            "usd_per_credit": str(catalog.usd_per_credit),
+            "models": [
+                {
+                    "model": v.model,
+                    "input_credits_per_1m": _num(v.input_credits_per_1m),
+                    "output_credits_per_1m": _num(v.output_credits_per_1m),
+                    "fee_per_call_credits": _num(v.fee_per_call_credits),
+                    "min_charge_credits": _num(v.min_charge_credits)
+                    if v.min_charge_credits is not None
+                    else None,
+                    "rule": v.rule_id,
+                }
+                for v in views
+            ],
+        }
 
     async def balance(self, account_id: int) -> Balance:
         return await self.run(self.ledger.balance, account_id)

@@ -11,6 +11,7 @@ from litellm.proxy._types import ProxyException
 from pricing.errors import (
     AccountInactive,
     BillingUnavailable,
+    ByokNotAllowed,
     CreditsError,
     InsufficientCredits,
     MaxTokensExceeded,
@@ -24,6 +25,7 @@ _STATUS: tuple[tuple[type[CreditsError], int], ...] = (
     (InsufficientCredits, 402),
     (AccountInactive, 402),
     (ModelNotAllowed, 403),
+    (ByokNotAllowed, 403),
     (UnknownAccount, 403),
     (QuotaExceeded, 429),
     (MaxTokensExceeded, 400),

@@ -73,6 +73,18 @@ async def usage(auth: Auth, limit: Annotated[int, Query(ge=1, le=500)] = 20) -> 
     }
 
 
+@router.get("/prices", response_model=None)
+async def prices(auth: Auth) -> dict[str, Any] | JSONResponse:
+    """The models the caller's plan may use, in credits per 1M tokens after markup, and its quotas."""
+    gate = runtime.gate()
+    try:
+        account = await gate.account_for(caller_from_auth(auth, gate.settings.account_order))
+        listing = await gate.price_listing(account)
+    except CreditsError as exc:
+        return _error(exc)
+    return {"account": account.label, **listing}
+
+
 _mounted = False
 
 

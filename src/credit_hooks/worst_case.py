@@ -45,6 +45,8 @@ class Deployment:
     provider: str
     rates: ModelRates
     info: dict[str, Any]
+    # LiteLLM access groups (model_info.access_groups) a tier may name as `group:NAME`
+    groups: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +81,8 @@ def _deployment(litellm_model: str, model_info: dict[str, Any] | None) -> Deploy
         output_per_token=_decimal(info.get("output_cost_per_token")),
         max_output_tokens=info.get("max_output_tokens") or info.get("max_tokens"),
     )
-    return Deployment(provider=str(provider), rates=rates, info=info)
+    groups = frozenset(str(g) for g in (model_info or {}).get("access_groups") or ())
+    return Deployment(provider=str(provider), rates=rates, info=info, groups=groups)
 
 
 class DeploymentIndex:
@@ -96,6 +99,15 @@ class DeploymentIndex:
         found = tuple(self._lookup(model_group))
         self._cache[model_group] = (now + _DEPLOYMENT_CACHE_SECONDS, found)
         return found
+
+    def groups(self, model_group: str) -> frozenset[str]:
+        return frozenset().union(*(d.groups for d in self.deployments(model_group)))
+
+    def model_groups(self) -> list[str]:
+        from litellm.proxy import proxy_server
+
+        router = proxy_server.llm_router
+        return sorted(router.get_model_names()) if router is not None else []
 
     def _lookup(self, model_group: str) -> list[Deployment]:
         from litellm.proxy import proxy_server
@@ -147,6 +159,18 @@ def _text(item: Any) -> str:
     if isinstance(item, list) and all(isinstance(p, int) for p in item):
         return "x" * (3 * len(item))  # a token list: keep the over-estimate's scale
     return str(item)
+
+
+def max_tokens_key(call_type: str, data: dict[str, Any]) -> str | None:
+    """The request field that caps the output of this call type, if it has one."""
+    call = normalise_call_type(call_type)
+    if call == "responses":
+        return "max_output_tokens"
+    if call == "completion":
+        return "max_completion_tokens" if "max_completion_tokens" in data else "max_tokens"
+    if call == "text_completion":
+        return "max_tokens"
+    return None
 
 
 def _max_tokens(call: str, data: dict[str, Any]) -> int | None:

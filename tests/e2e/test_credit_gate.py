@@ -245,3 +245,36 @@ def test_text_completions_responses_and_images_go_through_the_same_gate(
     balance = books.balance(account.id)
     assert balance.held == 0
     assert balance.balance == 1000 * MICRO - sum(e.charged for e in events.values())
+
+
+def test_prices_list_the_callers_models_after_markup(proxy: RunningProxy, books: Ledger) -> None:
+    _, pro_key = open_account(books, "kate", "pro", 10)
+    _, free_key = open_account(books, "liam", "free", 10)
+
+    def prices(key: str) -> dict[str, dict[str, str]]:
+        body = httpx.get(
+            f"{proxy.base_url}/credits/prices", headers={"Authorization": f"Bearer {key}"}
+        ).json()
+        return {row["model"]: row for row in body["models"]}
+
+    pro, free = prices(pro_key), prices(free_key)
+    # gpt-4o rates x2 (rule demo-fast-2x): $5 and $20 per 1M tokens = 5000 and 20000 credits
+    assert (pro["demo-fast"]["input_credits_per_1m"], pro["demo-fast"]["output_credits_per_1m"]) == (
+        "5000",
+        "20000",
+    )
+    assert pro["demo-fast"]["rule"] == "demo-fast-2x"
+    assert "demo-premium" in pro and "demo-premium" not in free
+    assert set(free) <= {name for name in pro if name.startswith("demo-")}
+
+
+def test_the_free_tier_clamps_max_tokens(proxy: RunningProxy, books: Ledger) -> None:
+    account, key = open_account(books, "mia", "free", 1000)
+
+    client(proxy, key).chat.completions.create(
+        model="demo-fast", messages=[{"role": "user", "content": "hi"}], max_tokens=100_000
+    )
+
+    hold = next(e for e in books.history(account.id) if e.kind == "hold")
+    # clamped to the tier's 1024 tokens: 1024 x $10/1M x 2 = $0.02048 plus the prompt
+    assert 20_480_000 < hold.held_delta < 21_000_000
