@@ -41,16 +41,20 @@ def rollover_amount(unused: int, fraction: Decimal | None, cap: int | None) -> i
     return max(0, carried if cap is None else min(carried, cap))
 
 
-def _expired_by_sweeper(session: Session, grant_id: int) -> tuple[int, bool]:
-    """(µcr the expiry sweeper already wrote off, whether an earlier allocation handled it)."""
+def _expired_by_sweeper(session: Session, grant: GrantRow) -> tuple[int, bool]:
+    """(µcr the expiry sweeper already wrote off, whether an earlier allocation handled it).
+
+    The sweeper's expire entry carries the grant's own reference; an allocation's
+    carries the reference of the allocation that expired it.
+    """
     swept = 0
     handled = False
     for reference, amount in session.execute(
         select(EntryRow.reference, EntryRow.amount).where(
-            EntryRow.grant_id == grant_id, EntryRow.kind == "expire"
+            EntryRow.grant_id == grant.id, EntryRow.kind == "expire"
         )
     ):
-        if reference.startswith("alloc:"):
+        if reference != grant.external_ref and reference.startswith("alloc:"):
             handled = True
         swept += -amount
     return swept, handled
@@ -118,7 +122,7 @@ def allocate(
     unused = 0
     expired = 0
     for previous in _previous_allocations(session, account.id, period_start, period_end):
-        swept, handled = _expired_by_sweeper(session, previous.id)
+        swept, handled = _expired_by_sweeper(session, previous)
         if handled:
             continue
         unused += previous.remaining + swept

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from ledger import Ledger, migrate
 from ledger.schema_sql import render
@@ -88,3 +90,45 @@ def test_every_table_has_its_indexes() -> None:
         "ix_holds_status_expires_at",
         "ix_grants_account_id_priority_expires_at",
     } <= names
+
+
+def test_migration_0002_keeps_existing_rows(db_url: str) -> None:
+    """Accounts, keys and usage written under 0001 come through 0002 with sensible values."""
+    migrate.upgrade(db_url, "0001")
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO accounts (kind, external_id, tier, status, overdraft_limit, balance, held,"
+                    " debt, created_at, updated_at) VALUES ('user', 'old', 'free', 'active', 0, 0, 0, 0,"
+                    " '2026-01-05 10:00:00', '2026-01-05 10:00:00')"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO api_keys (key_hash, key_prefix, account_id, created_at)"
+                    " SELECT 'h', 'sk-cr-x', id, created_at FROM accounts"
+                )
+            )
+        migrate.upgrade(db_url)
+        assert differences(db_url) == []
+        book = Ledger(db_url)
+        try:
+            (account,) = book.list_accounts()
+            assert account.period_anchor == account.created_at == datetime(2026, 1, 5, 10, tzinfo=UTC)
+            assert (account.byok, account.pending_tier) == (False, None)
+            key = book.get_key_by_hash("h")
+            assert key is not None and key.byok is False
+            book.grant(account.id, 5, source="purchase")
+            assert book.audit() == []
+        finally:
+            book.dispose()
+        # The CHECK constraints survived the table rebuilds (SQLite batch mode).
+        with pytest.raises(IntegrityError), engine.begin() as connection:
+            connection.execute(text("UPDATE accounts SET kind = 'bogus'"))
+        migrate.downgrade(db_url, "0001")
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT external_id FROM accounts")).scalar_one() == "old"
+    finally:
+        engine.dispose()
