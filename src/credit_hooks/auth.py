@@ -17,7 +17,7 @@ from litellm.proxy._types import LitellmUserRoles, ProxyException, UserAPIKeyAut
 from ledger import ApiKey, hash_key
 
 from . import runtime
-from .identity import BOUND_ACCOUNT_KEY
+from .identity import BOUND_ACCOUNT_KEY, BYOK_KEY
 
 # a revoked key stops working within this many seconds on every replica
 _KEY_CACHE_SECONDS = 10.0
@@ -69,5 +69,5 @@ async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
         key_alias=key.alias,
         user_id=key.user_id,
         team_id=key.team_id,
-        metadata={BOUND_ACCOUNT_KEY: key.account_id},
+        metadata={BOUND_ACCOUNT_KEY: key.account_id, BYOK_KEY: key.byok},
     )

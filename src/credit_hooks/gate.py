@@ -20,17 +20,20 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from ledger import Account, Balance, Ledger, Settlement, UsageRecord
+from ledger import Account, Balance, Ledger, Settlement, UsageRecord, UsageTotals
 from ledger.outbox import Outbox, PendingCharge
 from pricing import (
     Priced,
+    QuotaCheck,
     Tier,
     check_access,
     credits_to_micro,
     enforce_max_tokens,
     micro_to_credits,
+    period_bounds,
     price,
     price_list,
+    quota_checks,
     quote,
 )
 from pricing.errors import AccountInactive, CreditsError, UnknownAccount
@@ -45,6 +48,16 @@ log = logging.getLogger("credits.gate")
 T = TypeVar("T")
 
 _SETTLED_MEMORY = 4096  # recent settlements kept for the headers hook and duplicate events
+_SPEND_CACHE_SECONDS = 30.0  # volume discounts and BYOK allowances may lag this much
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """What pricing needs to know about the account at the time of a call."""
+
+    byok: bool = False
+    period_spend_usd: Decimal = Decimal(0)
+    byok_period_cost_usd: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +68,12 @@ class OpenCall:
     caller: Caller
     quoted: Priced
     opened_at: float
+    context: CallContext = CallContext()
+    quotas: tuple[QuotaCheck, ...] = ()
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def _num(value: Decimal) -> str:
@@ -75,9 +94,16 @@ def limit_max_tokens(tier: Tier, call_type: str, data: dict[str, Any]) -> None:
 
 class CreditGate:
     def __init__(
-        self, settings: CreditSettings, catalogs: CatalogSource, ledger: Ledger, outbox: Outbox
+        self,
+        settings: CreditSettings,
+        catalogs: CatalogSource,
+        ledger: Ledger,
+        outbox: Outbox,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.settings = settings
+        self.clock: Callable[[], datetime] = clock or _utcnow
+        self._spend: dict[int, tuple[float, UsageTotals]] = {}
         self.catalogs = catalogs
         self.ledger = ledger
         self.outbox = outbox
@@ -127,9 +153,10 @@ class CreditGate:
 
     # -- before the call --------------------------------------------------------
 
-    def worst_price(self, tier: str, model_group: str, cases: list[WorstCase]) -> Priced:
+    def worst_price(
+        self, tier: str, model_group: str, cases: list[WorstCase], now: datetime, context: CallContext
+    ) -> Priced:
         catalog = self.catalogs.current
-        now = datetime.now(UTC)
         priced: list[Priced] = []
         for case in cases:
             if case.rates is not None:
@@ -143,6 +170,9 @@ class CreditGate:
                         prompt_tokens=case.prompt_tokens,
                         max_tokens=case.max_tokens,
                         now=now,
+                        period_spend_usd=context.period_spend_usd,
+                        byok=context.byok,
+                        byok_month_cost_usd=context.byok_period_cost_usd,
                     )
                 )
             else:
@@ -156,31 +186,64 @@ class CreditGate:
                         input_tokens=0,
                         output_tokens=0,
                         now=now,
+                        period_spend_usd=context.period_spend_usd,
+                        byok=context.byok,
+                        byok_month_cost_usd=context.byok_period_cost_usd,
                     )
                 )
         return max(priced, key=lambda p: p.micro_credits)
 
     async def admit(self, caller: Caller, model_group: str, call_type: str, data: dict[str, Any]) -> OpenCall:
-        """Check access and place the worst-case hold; raises a ``RequestRejected`` when not."""
+        """Check access, limits and quotas and place the worst-case hold; raises a ``RequestRejected``."""
+        now = self.clock()
         account = await self.account_for(caller)
         if account.status != "active":
             self.forget_account(caller)  # a reactivation must be seen on the next call
             raise AccountInactive(account.label, account.status)
         catalog = self.catalogs.current
-        check_access(catalog, account.tier, model_group, groups=self.deployments.groups(model_group))
-        limit_max_tokens(catalog.tier(account.tier), call_type, data)
+        tier = catalog.tier(account.tier)
+        groups = self.deployments.groups(model_group)
+        check_access(catalog, account.tier, model_group, groups=groups)
+        limit_max_tokens(tier, call_type, data)
+        context = await self.context_for(account, caller, now)
         cases = worst_cases(self.deployments, call_type, model_group, data, self.settings.fallback_hold_usd)
-        quoted = self.worst_price(account.tier, model_group, cases)
-        hold = await self.run(
-            self.ledger.hold,
-            account.id,
-            quoted.micro_credits,
-            ttl_seconds=self.settings.hold_ttl_seconds,
-            reference=model_group,
-        )
-        call = OpenCall(hold.id, account.id, account.tier, caller, quoted, time.monotonic())
+        quoted = self.worst_price(account.tier, model_group, cases, now, context)
+        anchor = account.period_anchor or account.created_at
+        quotas = tuple(quota_checks(tier, model_group, anchor=anchor, now=now, groups=groups))
+        if quotas:
+            await self.run(self.ledger.consume_quotas, account.id, quotas)
+        try:
+            hold = await self.run(
+                self.ledger.hold,
+                account.id,
+                quoted.micro_credits,
+                ttl_seconds=self.settings.hold_ttl_seconds,
+                reference=model_group,
+            )
+        except BaseException:
+            if quotas:
+                await self.run(self.ledger.release_quotas, account.id, quotas)
+            raise
+        call = OpenCall(hold.id, account.id, account.tier, caller, quoted, time.monotonic(), context, quotas)
         self._open[hold.id] = call
         return call
+
+    async def context_for(self, account: Account, caller: Caller | None, now: datetime) -> CallContext:
+        byok = account.byok or (caller is not None and caller.byok)
+        catalog = self.catalogs.current
+        if not catalog.volume_discounts and not byok:
+            return CallContext(byok=byok)  # no rule reads the spend: skip the query
+        totals = await self._period_totals(account, now)
+        return CallContext(byok, totals.provider_cost_usd, totals.byok_provider_cost_usd)
+
+    async def _period_totals(self, account: Account, now: datetime) -> UsageTotals:
+        hit = self._spend.get(account.id)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        start, _ = period_bounds(account.period_anchor or account.created_at, now)
+        totals = await self.run(self.ledger.period_usage_totals, account.id, start)
+        self._spend[account.id] = (time.monotonic() + _SPEND_CACHE_SECONDS, totals)
+        return totals
 
     # -- after the call ---------------------------------------------------------
 
@@ -193,8 +256,15 @@ class CreditGate:
         if done is not None:
             return done
         call = self._open.get(outcome.hold_id)
-        tier, account_id = await self._tier_of(outcome.hold_id, call)
-        caller = call.caller if call is not None else caller
+        if call is not None:
+            tier, account_id, context = call.tier, call.account_id, call.context
+            caller = call.caller
+        else:
+            # a hold opened by another process (or before a restart): the ledger knows whose it is
+            hold = await self.run(self.ledger.get_hold, outcome.hold_id)
+            account = await self.run(self.ledger.get_account, hold.account_id)
+            tier, account_id = account.tier, account.id
+            context = await self.context_for(account, caller, self.clock())
         catalog = self.catalogs.current
         priced = price(
             catalog,
@@ -205,7 +275,10 @@ class CreditGate:
             input_tokens=outcome.tokens_in,
             output_tokens=outcome.tokens_out,
             cache_hit=outcome.cache_hit,
-            now=datetime.now(UTC),
+            now=self.clock(),
+            period_spend_usd=context.period_spend_usd,
+            byok=context.byok,
+            byok_month_cost_usd=context.byok_period_cost_usd,
         )
         usage = UsageRecord(
             model=outcome.model_group,
@@ -222,6 +295,7 @@ class CreditGate:
             catalog_version=catalog.version,
             cache_hit=outcome.cache_hit,
             stream=outcome.stream,
+            byok=context.byok,
         )
         try:
             settlement = await self.run(self.ledger.settle, outcome.hold_id, priced.micro_credits, usage)
@@ -260,14 +334,6 @@ class CreditGate:
             self._landed.pop(hold_id, None)
             return False
 
-    async def _tier_of(self, hold_id: str, call: OpenCall | None) -> tuple[str, int]:
-        if call is not None:
-            return call.tier, call.account_id
-        # a hold opened by another process (or before a restart): the ledger knows whose it is
-        hold = await self.run(self.ledger.get_hold, hold_id)
-        account = await self.run(self.ledger.get_account, hold.account_id)
-        return account.tier, account.id
-
     def _remember(self, settlement: Settlement) -> None:
         self._settled[settlement.hold_id] = settlement
         while len(self._settled) > _SETTLED_MEMORY:
@@ -277,9 +343,13 @@ class CreditGate:
         """Void a hold whose call failed; repeated calls (failure event + failure hook) are harmless."""
         if hold_id in self._settled:
             return False
-        self._open.pop(hold_id, None)
+        call = self._open.pop(hold_id, None)
         try:
-            return await self.run(self.ledger.void, hold_id, reason)
+            voided = await self.run(self.ledger.void, hold_id, reason)
+            # quotas count served calls: a failed one gives its slot back, once
+            if voided and call is not None and call.quotas:
+                await self.run(self.ledger.release_quotas, call.account_id, call.quotas)
+            return voided
         except CreditsError as exc:
             # the sweeper voids it when its TTL runs out
             log.error("hold %s not released now (%s); the sweeper will", hold_id, exc)

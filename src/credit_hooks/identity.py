@@ -14,6 +14,8 @@ from litellm.proxy._types import UserAPIKeyAuth
 
 # set by credit_hooks.auth on keys issued by our CLI: server-side, never from the request body
 BOUND_ACCOUNT_KEY = "credits_account_id"
+# a key in BYOK mode (its calls use the user's own provider key): set by the admin, never by the request
+BYOK_KEY = "credits_byok"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,7 @@ class Caller:
     user_id: str | None
     team_id: str | None
     end_user_id: str | None
+    byok: bool = False
 
 
 def _value(auth: UserAPIKeyAuth, kind: str) -> str | None:
@@ -52,7 +55,8 @@ def caller_from_auth(auth: UserAPIKeyAuth, order: Iterable[str]) -> Caller:
         (Identity(kind, value) for kind in order if (value := _value(auth, kind)) is not None),
         None,
     )
-    bound = (auth.metadata or {}).get(BOUND_ACCOUNT_KEY)
+    metadata = auth.metadata or {}
+    bound = metadata.get(BOUND_ACCOUNT_KEY)
     return Caller(
         identity=identity,
         bound_account_id=int(bound) if bound is not None else None,
@@ -60,4 +64,5 @@ def caller_from_auth(auth: UserAPIKeyAuth, order: Iterable[str]) -> Caller:
         user_id=auth.user_id,
         team_id=auth.team_id,
         end_user_id=auth.end_user_id,
+        byok=metadata.get(BYOK_KEY) is True,
     )

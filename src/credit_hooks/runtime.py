@@ -17,6 +17,7 @@ from ledger.outbox import Outbox
 
 from .catalog_source import CatalogSource
 from .gate import CreditGate
+from .periods import run_periods_exclusive
 from .settings import load_settings
 
 log = logging.getLogger("credits.runtime")
@@ -33,12 +34,12 @@ def gate() -> CreditGate:
         with _lock:
             if _gate is None:
                 settings = load_settings()
-                catalogs = CatalogSource(settings.pricing_file)
                 ledger = Ledger(settings.database_url)
                 # the embedded SQLite file is created or upgraded in place; a PostgreSQL
                 # shared by replicas is migrated by the operator (credits-admin db init)
                 if ledger.dialect == "sqlite":
                     ensure_schema(settings.database_url)
+                catalogs = CatalogSource(settings.pricing_file, ledger.catalog_rows, ledger.catalog_stamp)
                 _gate = CreditGate(settings, catalogs, ledger, Outbox(settings.outbox_path))
                 log.warning(
                     "litellm-credits ready: ledger %s, catalog %s (version %s)",
@@ -73,6 +74,8 @@ def ensure_background_jobs() -> None:
             asyncio.create_task(_every(g.settings.sweep_interval_seconds, _drain_outbox, g)),
         ]
     )
+    if g.settings.period_job_seconds > 0:
+        _tasks.append(asyncio.create_task(_every(g.settings.period_job_seconds, _periods, g)))
 
 
 async def _every(seconds: float, job: object, g: CreditGate) -> None:
@@ -96,6 +99,12 @@ async def _sweep(g: CreditGate) -> None:
     if expired:
         log.warning("sweeper voided %d expired holds", expired)
     g.sweep_memory()
+
+
+async def _periods(g: CreditGate) -> None:
+    result = await g.run(run_periods_exclusive, g.ledger, g.catalogs.current)
+    if result is not None and (result.allocated or result.tier_changes or result.grants_expired):
+        log.warning("billing periods: %s", result)
 
 
 async def _drain_outbox(g: CreditGate) -> None:

@@ -27,6 +27,11 @@ class UnknownAccountPolicy(StrEnum):
     REFUSE = "refuse"
 
 
+class TierChangeTiming(StrEnum):
+    IMMEDIATE = "immediate"
+    PERIOD_END = "period_end"
+
+
 class CacheHitCharge(StrEnum):
     FREE = "free"
     FULL = "full"
@@ -50,6 +55,10 @@ class CreditSettings(BaseSettings):
     fallback_hold_usd: Decimal = Field(default=Decimal("0.10"), gt=0)
     catalog_reload_seconds: float = Field(default=2.0, gt=0)
     sweep_interval_seconds: float = Field(default=30.0, gt=0)
+    # how often the billing-period pass (allocations, rollover, scheduled tier changes)
+    # runs in the proxy; 0 turns it off (run `credits-admin periods run` from cron instead)
+    period_job_seconds: float = Field(default=60.0, ge=0)
+    tier_change: TierChangeTiming = TierChangeTiming.IMMEDIATE
     outbox_path: Path = Path("./credits-outbox.jsonl")
     # how long a cached account (tier, status) is trusted before it is read again
     account_cache_seconds: float = Field(default=5.0, ge=0)

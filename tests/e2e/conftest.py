@@ -51,6 +51,8 @@ def proxy(
         "CREDITS_CATALOG_RELOAD_SECONDS": "0.3",
         "CREDITS_ACCOUNT_CACHE_SECONDS": "0",
         "CREDITS_UNKNOWN_ACCOUNTS": "refuse",
+        # allocations are tested on their own (test_periods); here they would move balances
+        "CREDITS_PERIOD_JOB_SECONDS": "0",
         **getattr(request.module, "PROXY_ENV", {}),
     }
     running = start_proxy(workdir, env, config=getattr(request.module, "PROXY_CONFIG", CONFIG))

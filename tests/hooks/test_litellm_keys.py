@@ -24,6 +24,7 @@ def books(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ledger]:
     monkeypatch.setenv("CREDITS_OUTBOX_PATH", str(tmp_path / "outbox.jsonl"))
     monkeypatch.setenv("CREDITS_DEFAULT_TIER", "pro")
     monkeypatch.setenv("CREDITS_WELCOME_CREDITS", "500")
+    monkeypatch.setenv("CREDITS_PERIOD_JOB_SECONDS", "0")
     runtime.reset()
     book = Ledger(url)
     book.create_schema()
