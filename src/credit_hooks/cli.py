@@ -20,7 +20,7 @@ from rich.table import Table
 from ledger import Account, CatalogRowsSnapshot, Ledger
 from ledger import micro_to_credit_str as credits_text
 from pricing import Catalog, CatalogRows, credits_to_micro, merge_catalog, period_bounds
-from pricing.errors import AccountNotFound, CreditsError
+from pricing.errors import AccountNotFound, CreditsError, SettingsError
 
 from .periods import prorated_upgrade_micro, run_periods_exclusive
 from .settings import IDENTITY_KINDS, CreditSettings, load_settings
@@ -46,7 +46,17 @@ def _settings() -> CreditSettings:
 
 
 def _ledger() -> Ledger:
-    return Ledger(_settings().database_url)
+    from ledger.migrate import current, has_ledger_tables, head
+
+    url = _settings().database_url
+    version = current(url)
+    # an unversioned database with the tables was made by Ledger.create_schema, at head
+    if version != head() and not (version is None and has_ledger_tables(url)):
+        raise SettingsError(
+            "CREDITS_DATABASE_URL",
+            f"{Ledger(url).url} has no up-to-date credits schema; run `credits-admin db init` first",
+        )
+    return Ledger(url)
 
 
 def _account(ledger: Ledger, ref: str) -> Account:

@@ -55,12 +55,12 @@ def ensure_schema(url: str) -> None:
     are now, so at head) carries no Alembic version yet: it is stamped at head rather
     than created twice.
     """
-    if current(url) is None and _has_ledger_tables(url):
+    if current(url) is None and has_ledger_tables(url):
         command.stamp(config(url), "head")
     upgrade(url)
 
 
-def _has_ledger_tables(url: str) -> bool:
+def has_ledger_tables(url: str) -> bool:
     from sqlalchemy import inspect
 
     engine = make_engine(url, pool_size=1, max_overflow=0)
