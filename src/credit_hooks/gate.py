@@ -48,7 +48,6 @@ log = logging.getLogger("credits.gate")
 T = TypeVar("T")
 
 _SETTLED_MEMORY = 4096  # recent settlements kept for the headers hook and duplicate events
-_SPEND_CACHE_SECONDS = 30.0  # volume discounts and BYOK allowances may lag this much
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +241,7 @@ class CreditGate:
             return hit[1]
         start, _ = period_bounds(account.period_anchor or account.created_at, now)
         totals = await self.run(self.ledger.period_usage_totals, account.id, start)
-        self._spend[account.id] = (time.monotonic() + _SPEND_CACHE_SECONDS, totals)
+        self._spend[account.id] = (time.monotonic() + self.settings.spend_cache_seconds, totals)
         return totals
 
     # -- after the call ---------------------------------------------------------

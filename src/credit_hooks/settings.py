@@ -62,6 +62,8 @@ class CreditSettings(BaseSettings):
     outbox_path: Path = Path("./credits-outbox.jsonl")
     # how long a cached account (tier, status) is trusted before it is read again
     account_cache_seconds: float = Field(default=5.0, ge=0)
+    # how stale the period spend behind volume discounts and BYOK allowances may be
+    spend_cache_seconds: float = Field(default=30.0, ge=0)
 
     @field_validator("account_order", mode="before")
     @classmethod
