@@ -26,10 +26,11 @@ def call_and_charge(proxy: RunningProxy, key: str, books: Ledger, account_id: in
     return latest.charged, latest.catalog_version
 
 
-def wait_for_log(proxy: RunningProxy, text: str, timeout: float = 10) -> str:
+def wait_for_log(proxy: RunningProxy, text: str, timeout: float = 10, after: int = 0) -> str:
+    """The proxy log from offset ``after`` on, once ``text`` appears in it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        log = proxy.log()
+        log = proxy.log()[after:]
         if text in log:
             return log
         time.sleep(0.2)
@@ -67,3 +68,59 @@ def test_edits_to_the_pricing_file_apply_and_bad_ones_are_refused(
     charged, version = call_and_charge(proxy, key, books, account.id)
     assert charged == 675_000  # $0.000225 x 3
     assert version != first_version
+
+
+def test_database_rows_edit_the_catalog_under_a_running_proxy(proxy: RunningProxy, books: Ledger) -> None:
+    account = books.open_account("user", "rows", tier="pro")
+    books.grant(account.id, 1000 * MICRO, source="purchase")
+    key = books.issue_key(account.id).plaintext
+    before, _ = call_and_charge(proxy, key, books, account.id)
+
+    mark = len(proxy.log())
+    books.upsert_pricing_rule_row(
+        "db-demo-fast-4x",
+        data={"model": "demo-fast", "kind": "multiplier", "value": "4"},
+        priority=10,
+        updated_by="test",
+    )
+    wait_for_log(proxy, "pricing catalog reloaded", after=mark)
+    charged, _ = call_and_charge(proxy, key, books, account.id)
+    assert charged == 900_000 != before  # $0.000225 x 4
+    assert books.usage(account.id, limit=1)[0].markup_rule == "db-demo-fast-4x"
+
+    # a row written past the CLI's validation: refused by the proxy, the x4 rule stays
+    books.upsert_pricing_rule_row(
+        "db-broken", data={"model": "demo-*", "kind": "multiplier", "value": "-1"}, updated_by="test"
+    )
+    log = wait_for_log(proxy, "pricing_rules[id=db-broken]", after=mark)
+    assert "database" in log
+    charged, _ = call_and_charge(proxy, key, books, account.id)
+    assert charged == 900_000
+
+
+def test_a_used_up_quota_answers_429_with_retry_after(proxy: RunningProxy, books: Ledger) -> None:
+    books.delete_pricing_rule_row("db-broken", updated_by="test")
+    account = books.open_account("user", "quota", tier="free")
+    books.grant(account.id, 1000 * MICRO, source="purchase")
+    key = books.issue_key(account.id).plaintext
+    mark = len(proxy.log())
+    books.upsert_tier_row(
+        "free", name="Free", data={"quotas": [{"model": "demo-fast", "per_day": 1}]}, updated_by="test"
+    )
+    wait_for_log(proxy, "pricing catalog reloaded", after=mark)
+    client = openai.OpenAI(base_url=f"{proxy.base_url}/v1", api_key=key, max_retries=0)
+    client.chat.completions.create(
+        model="demo-fast", messages=[{"role": "user", "content": "hi"}], max_tokens=5
+    )
+
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(
+            model="demo-fast", messages=[{"role": "user", "content": "hi"}], max_tokens=5
+        )
+
+    response = caught.value.response
+    assert response.status_code == 429
+    assert 0 < int(response.headers["retry-after"]) <= 86400
+    body = response.json()["error"]
+    assert body["type"] == "quota_exceeded" and "resets at" in body["message"]
+    assert books.balance(account.id).held == 0
