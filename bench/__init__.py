@@ -1,0 +1,1 @@
+"""Benchmark suite of litellm-credits: ``python -m bench`` (see docs/BENCHMARKS.md)."""

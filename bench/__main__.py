@@ -1,0 +1,294 @@
+"""``python -m bench``: the benchmark suite of litellm-credits (see docs/BENCHMARKS.md).
+
+    .venv/bin/python -m bench            # about 5 minutes
+    .venv/bin/python -m bench --quick    # about 1 minute
+    .venv/bin/python -m bench --out bench-results/results.json
+    .venv/bin/python -m bench --commit HEAD  # measure a commit's src/, not the work tree's
+
+Prints the figures as tables with PASS/FAIL against the targets (it never fails
+because of a target), writes them as JSON and a markdown summary next to it.
+Every child process is stopped on exit, on an exception and on Ctrl+C; every
+temporary PostgreSQL database is dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+# before anything imports litellm (the proxies inherit it too): no cost-map download
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+def _reexec_on_commit(argv: list[str]) -> None:
+    """``--commit REV``: run again on a snapshot of that commit's ``src/`` (``git archive``).
+
+    Others may be editing the work tree while a run takes minutes; a snapshot
+    makes the figures belong to one commit. The bench itself still runs from here.
+    """
+    if "--commit" not in argv or os.environ.get("BENCH_MEASURED_COMMIT"):
+        return
+    at = argv.index("--commit")
+    if at + 1 >= len(argv):
+        sys.exit("--commit needs a revision")
+    repo = Path(__file__).resolve().parents[1]
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", argv[at + 1]], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    dest = Path(tempfile.mkdtemp(prefix="credits-bench-src-"))
+    archive = subprocess.run(["git", "archive", sha, "src"], cwd=repo, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    path = os.pathsep.join(p for p in (str(dest / "src"), str(repo), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "BENCH_MEASURED_COMMIT": sha, "BENCH_SRC_SNAPSHOT": str(dest)}
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "bench", *argv], env)
+
+
+def _drop_snapshot() -> None:
+    snapshot = os.environ.get("BENCH_SRC_SNAPSHOT")
+    if snapshot and Path(snapshot).name.startswith("credits-bench-src-"):
+        shutil.rmtree(snapshot, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    _reexec_on_commit(sys.argv[1:])
+
+# after the re-exec: these import the ledger, from the snapshot when --commit is given
+from . import ledger_bench, machine, pg, procs, proxy_bench, report  # noqa: E402
+
+HARD_LIMIT_S = {"quick": 6 * 60, "full": 15 * 60}
+
+
+@dataclass(frozen=True)
+class Plan:
+    levels: list[tuple[int, bool]]
+    rounds: int
+    round_seconds: float
+    warmup_requests: int
+    max_requests: int
+    ledger_threads: list[int]
+    ledger_accounts: int
+    ledger_cell_seconds: float
+    ledger_rounds: int
+    ledger_max_ops: int
+    count_cycles: int
+    profile_cycles: int
+    master_key_variant: bool
+
+
+PLANS = {
+    "quick": Plan(
+        levels=[(1, False), (16, False)],
+        rounds=2,
+        round_seconds=2.5,
+        warmup_requests=40,
+        max_requests=20_000,
+        ledger_threads=[1, 8],
+        ledger_accounts=100,
+        ledger_cell_seconds=2.0,
+        ledger_rounds=2,
+        ledger_max_ops=200_000,
+        count_cycles=50,
+        profile_cycles=100,
+        master_key_variant=False,
+    ),
+    "full": Plan(
+        levels=[(1, False), (16, False), (4, True)],
+        rounds=3,
+        round_seconds=4.5,
+        warmup_requests=150,
+        max_requests=100_000,
+        ledger_threads=[1, 8],
+        ledger_accounts=100,
+        ledger_cell_seconds=5.0,
+        ledger_rounds=3,
+        ledger_max_ops=1_000_000,
+        count_cycles=200,
+        profile_cycles=400,
+        master_key_variant=True,
+    ),
+}
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _timeout(_signum: int, _frame: object) -> None:
+    raise TimeoutError("the benchmark ran past its hard time limit")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="about a minute instead of about five")
+    parser.add_argument("--out", type=Path, default=Path("bench-results/results.json"))
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("BENCH_PG_URL", pg.DEFAULT_ADMIN_URL),
+        help="an admin URL; the bench creates and drops credits_bench_<random> databases there",
+    )
+    parser.add_argument("--no-postgres", action="store_true", help="skip everything that needs PostgreSQL")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin the proxies and the client to separate cores"
+    )
+    parser.add_argument("--commit", metavar="REV", help="measure this commit's src/ (a git archive snapshot)")
+    parser.add_argument("--skip-proxy", action="store_true")
+    parser.add_argument("--skip-ledger", action="store_true")
+    args = parser.parse_args(argv)
+
+    mode = "quick" if args.quick else "full"
+    plan = PLANS[mode]
+    procs.install_cleanup()
+    atexit.register(_drop_snapshot)
+    signal.signal(signal.SIGALRM, _timeout)
+    signal.alarm(HARD_LIMIT_S[mode])
+    started = time.monotonic()
+    try:
+        results = run(args, mode, plan)
+    finally:
+        signal.alarm(0)
+        procs.stop_all()
+    results["wall_s"] = round(time.monotonic() - started, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    md_path = args.out.with_suffix(".md")
+    md_path.write_text(report.render_markdown(results))
+    print(report.render_text(results))
+    print(f"results: {args.out} and {md_path} ({results['wall_s']} s)")
+    return 0
+
+
+def run(args: argparse.Namespace, mode: str, plan: Plan) -> dict[str, Any]:
+    pg_version = None if args.no_postgres else pg.available(args.pg_url)
+    if not args.no_postgres and pg_version is None:
+        log(f"PostgreSQL not reachable at {args.pg_url}: its figures are skipped")
+    info = machine.describe(pg_version)
+    if pg_version:
+        info["postgresql_settings"] = ", ".join(f"{k}={v}" for k, v in pg.settings(args.pg_url).items())
+    log(
+        f"machine: {info['nproc']} cores, {info['cpu_model']}, others busy {info['others_cpu_busy_pct_at_start']}%"
+    )
+    cores = procs.cores()
+    pin = not args.no_pin and len(cores) >= 2
+    proxy_cpus = {cores[0]} if pin else None
+    client_cpus = {cores[1]} if pin else None
+    results: dict[str, Any] = {
+        "mode": mode,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": info,
+        "plan": plan.__dict__,
+        "pinning": {
+            "proxy_cpus": sorted(proxy_cpus or []),
+            "client_and_upstream_cpus": sorted(client_cpus or []),
+        },
+    }
+    with ledger_bench.tempdir() as tmp, contextlib.ExitStack() as stack:
+        workdir = Path(tmp)
+        pg_proxy_url = pg_ledger_url = None
+        if pg_version:
+            pg_proxy_url = stack.enter_context(pg.temp_database(args.pg_url))
+            pg_ledger_url = stack.enter_context(pg.temp_database(args.pg_url))
+        if not args.skip_proxy:
+            log("proxy overhead:")
+            results["proxy"] = proxy_section(workdir, plan, pg_proxy_url, proxy_cpus, client_cpus)
+        if not args.skip_ledger:
+            log("ledger throughput:")
+            results["ledger"] = ledger_section(workdir, plan, pg_ledger_url)
+        results["machine"]["loadavg_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
+    results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    results["targets"] = report.targets(results)
+    return results
+
+
+def proxy_section(
+    workdir: Path, plan: Plan, pg_url: str | None, proxy_cpus: set[int] | None, client_cpus: set[int] | None
+) -> dict[str, Any]:
+    upstream = procs.spawn(
+        [sys.executable, "-m", "bench.fake_upstream", "--port", "0"],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        cpus=client_cpus,
+    )
+    variants: list[proxy_bench.Variant] = []
+    try:
+        port = procs.wait_port_line(upstream)
+        variants = [
+            proxy_bench.Variant("without", False, None, workdir),
+            proxy_bench.Variant("with_sqlite", True, f"sqlite:///{workdir / 'proxy-ledger.db'}", workdir),
+        ]
+        if pg_url:
+            variants.append(proxy_bench.Variant("with_postgresql", True, pg_url, workdir))
+        out = proxy_bench.run(
+            variants,
+            port,
+            plan.levels,
+            plan.rounds,
+            plan.round_seconds,
+            plan.max_requests,
+            plan.warmup_requests,
+            proxy_cpus,
+            client_cpus,
+            log,
+            master_key_variant=plan.master_key_variant,
+        )
+        out["upstream_port"] = port
+        return out
+    finally:
+        proxy_bench.stop(variants)
+        procs.stop(upstream)
+
+
+def ledger_section(workdir: Path, plan: Plan, pg_url: str | None) -> dict[str, Any]:
+    backends = {"sqlite": ledger_bench.sqlite_url(workdir, "ledger-bench.db")}
+    if pg_url:
+        backends["postgresql"] = pg_url
+    out: dict[str, Any] = {"accounts": plan.ledger_accounts}
+    out["throughput"] = ledger_bench.throughput(
+        backends,
+        plan.ledger_threads,
+        plan.ledger_accounts,
+        plan.ledger_cell_seconds,
+        plan.ledger_rounds,
+        plan.ledger_max_ops,
+        workdir,
+        log,
+    )
+    log("statement counts and profile:")
+    out["statements"] = {}
+    out["profile"] = {}
+    for backend in backends:
+        # fresh databases of their own, so the big throughput tables do not weigh on them
+        url = (
+            ledger_bench.sqlite_url(workdir, "ledger-count.db") if backend == "sqlite" else backends[backend]
+        )
+        out["statements"][backend] = ledger_bench.count_statements(url, backend, workdir, plan.count_cycles)
+        out["profile"][backend] = ledger_bench.profile(
+            ledger_bench.sqlite_url(workdir, "ledger-profile.db") if backend == "sqlite" else url,
+            backend,
+            plan.profile_cycles,
+        )
+    # the raw per-thread latency lists are large and say nothing the percentiles do not
+    for cells in out["throughput"].values():
+        for cell in cells.values():
+            if isinstance(cell, dict):
+                for part in cell.values():
+                    if isinstance(part, dict):
+                        part.pop("latencies_ms", None)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

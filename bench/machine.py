@@ -1,0 +1,93 @@
+"""What machine and software the figures were measured on."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def _mem_total_gib() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return 0.0
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _git(repo: Path, *args: str) -> str:
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=repo, capture_output=True, text=True, timeout=10, check=False
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _cpu_times() -> tuple[int, int]:
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields), idle
+
+
+def busy_percent(seconds: float = 1.0) -> float:
+    """How busy all cores were over ``seconds`` (others' work: the bench is idle meanwhile)."""
+    total0, idle0 = _cpu_times()
+    time.sleep(seconds)
+    total1, idle1 = _cpu_times()
+    dt = total1 - total0
+    return round(100.0 * (1 - (idle1 - idle0) / dt), 1) if dt else 0.0
+
+
+def describe(pg_version: str | None) -> dict[str, Any]:
+    import ledger
+
+    repo = Path(__file__).resolve().parents[1]
+    imported = Path(ledger.__file__).resolve().parent
+    from_repo = imported == (repo / "src" / "ledger").resolve()
+    src_dirty = _git(repo, "status", "--porcelain", "--", "src") if from_repo else ""
+    commit = os.environ.get("BENCH_MEASURED_COMMIT") or (
+        _git(repo, "rev-parse", "--short", "HEAD") if from_repo else "n/a (not this work tree)"
+    )
+    return {
+        "nproc": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "cpu_model": _cpu_model(),
+        "memory_gib": _mem_total_gib(),
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+        "litellm": _version("litellm"),
+        "sqlalchemy": _version("sqlalchemy"),
+        "psycopg": _version("psycopg"),
+        "sqlite": __import__("sqlite3").sqlite_version,
+        "postgresql": pg_version or "not reachable",
+        "git_commit": commit,
+        "src_uncommitted_changes": bool(src_dirty),
+        "ledger_imported_from": str(imported),
+        "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
+        "others_cpu_busy_pct_at_start": busy_percent(1.0),
+    }

@@ -1,0 +1,164 @@
+"""Child processes of the benchmark: start (optionally pinned to a core), track, measure, stop.
+
+Every child is started in its own process group and recorded here; ``stop_all``
+ends each recorded group (TERM, then KILL) and runs on normal exit, on an
+exception, on Ctrl+C (KeyboardInterrupt unwinds to it) and on SIGTERM/SIGHUP
+(turned into SystemExit). Nothing here ends a process it did not start.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+_children: list[subprocess.Popen[bytes]] = []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cores() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    stdout: int | IO[bytes] | None = None,
+    stderr: int | IO[bytes] | None = None,
+    cpus: set[int] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a child in a new process group; with ``cpus`` it runs (with its children) on those cores."""
+
+    def pin() -> None:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
+    proc = subprocess.Popen(
+        list(argv),
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+        stdout=stdout,
+        stderr=stderr,
+        process_group=0,
+        preexec_fn=pin if cpus else None,
+    )
+    _children.append(proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """TERM the child's process group, then KILL it if it does not go in ``timeout`` seconds."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=timeout)
+    # the leader may be gone while its children (uvicorn workers) linger in the group
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+    if proc in _children:
+        _children.remove(proc)
+
+
+def stop_all() -> None:
+    for proc in list(reversed(_children)):
+        stop(proc, timeout=10.0)
+
+
+def _raise_exit(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def install_cleanup() -> None:
+    atexit.register(stop_all)
+    signal.signal(signal.SIGTERM, _raise_exit)
+    signal.signal(signal.SIGHUP, _raise_exit)
+
+
+# -- memory ----------------------------------------------------------------------
+
+
+def _status_kb(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    return 0
+
+
+def descendants(pid: int) -> list[int]:
+    """All living descendants of ``pid`` (from /proc/*/stat parent ids)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def tree_rss_mb(pid: int) -> dict[str, float | int]:
+    """VmRSS of ``pid`` and of all its descendants (MB = 2**20 bytes), and its peak (VmHWM)."""
+    kids = descendants(pid)
+    own = _status_kb(pid, "VmRSS")
+    total = own + sum(_status_kb(k, "VmRSS") for k in kids)
+    return {
+        "rss_mb": round(total / 1024, 1),
+        "main_rss_mb": round(own / 1024, 1),
+        "peak_main_rss_mb": round(_status_kb(pid, "VmHWM") / 1024, 1),
+        "processes": 1 + len(kids),
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` (all its threads) and its living descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in (pid, *descendants(pid)):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
+def wait_port_line(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
+    """Read ``PORT <n>`` from a child's stdout (the fake upstream prints it when listening)."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith(b"PORT "):
+            return int(line.split()[1])
+    raise RuntimeError("the fake upstream did not start")

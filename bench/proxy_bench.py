@@ -1,0 +1,291 @@
+"""Proxy overhead: the same LiteLLM proxy with and without the plugin, in front of a fake upstream.
+
+Variants (each its own ``litellm`` process, started the way an operator starts it):
+  without          plain config, LiteLLM's master-key auth, no callbacks
+  with_sqlite      + ``callbacks: credit_hooks.credits_callback`` and
+                   ``custom_auth: credit_hooks.auth.user_api_key_auth``, SQLite ledger file
+  with_postgresql  the same on a fresh PostgreSQL database (when the server is there)
+
+Rounds alternate between the variants (A, B, C, A, B, C, ...) at each
+concurrency, so a slow moment of the machine hits every variant alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+
+from ledger import Ledger
+from ledger.tables import UsageEventRow
+
+from . import procs
+from .stats import percentile, r
+
+MASTER_KEY = "sk-bench-master-5d1c0e7b9a3f4e2d8c6b"
+MODEL_GROUP = "bench-gpt-4o"
+LITELLM = Path(sys.executable).with_name("litellm")
+PLENTY_MICRO = 10**15
+
+
+def proxy_config(upstream_port: int, plugin: bool) -> str:
+    lines = [
+        "# written by bench/proxy_bench.py",
+        "model_list:",
+        f"  - model_name: {MODEL_GROUP}",
+        "    litellm_params:",
+        "      model: openai/gpt-4o",
+        f"      api_base: http://127.0.0.1:{upstream_port}/v1",
+        "      api_key: sk-fake-upstream",
+        "litellm_settings:",
+        "  num_retries: 0",
+    ]
+    if plugin:
+        lines += [
+            "  callbacks: credit_hooks.credits_callback",
+            "general_settings:",
+            "  custom_auth: credit_hooks.auth.user_api_key_auth",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Variant:
+    name: str
+    plugin: bool
+    database_url: str | None
+    workdir: Path
+    key: str = MASTER_KEY
+    account_id: int | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    port: int = 0
+    log_path: Path | None = None
+    rounds: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    sent_ok: int = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def prepare_books(variant: Variant) -> None:
+    """Schema, one funded account and one key issued by the ledger (``Ledger.issue_key``)."""
+    assert variant.database_url is not None
+    books = Ledger(variant.database_url)
+    try:
+        books.create_schema()
+        account = books.open_account("user", "bench-user", tier="free")
+        books.grant(account.id, PLENTY_MICRO, source="bench", external_ref="bench-credits")
+        variant.key = books.issue_key(account.id, user_id="bench-user", alias="bench").plaintext
+        variant.account_id = account.id
+    finally:
+        books.dispose()
+
+
+def launch(variant: Variant, upstream_port: int, cpus: set[int] | None) -> None:
+    config = variant.workdir / f"litellm-{variant.name}.yaml"
+    config.write_text(proxy_config(upstream_port, variant.plugin))
+    variant.port = procs.free_port()
+    variant.log_path = variant.workdir / f"proxy-{variant.name}.log"
+    env = {
+        **os.environ,
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_MASTER_KEY": MASTER_KEY,
+        "CREDITS_OUTBOX_PATH": str(variant.workdir / f"outbox-{variant.name}.jsonl"),
+    }
+    if variant.database_url:
+        env["CREDITS_DATABASE_URL"] = variant.database_url
+    with variant.log_path.open("wb") as log:
+        variant.proc = procs.spawn(
+            [str(LITELLM), "--config", str(config), "--host", "127.0.0.1", "--port", str(variant.port)],
+            env=env,
+            cwd=variant.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cpus=cpus,
+        )
+
+
+def wait_ready(variant: Variant, timeout: float) -> float:
+    assert variant.proc is not None and variant.log_path is not None
+    start = time.monotonic()
+    deadline = start + timeout
+    while time.monotonic() < deadline:
+        if variant.proc.poll() is not None:
+            raise RuntimeError(
+                f"proxy {variant.name} exited with {variant.proc.returncode}:\n"
+                + variant.log_path.read_text(errors="replace")[-3000:]
+            )
+        try:
+            if httpx.get(f"{variant.base_url}/health/liveliness", timeout=1).status_code == 200:
+                return time.monotonic() - start
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(
+        f"proxy {variant.name} not up after {timeout}s:\n"
+        + variant.log_path.read_text(errors="replace")[-3000:]
+    )
+
+
+def load(
+    variant: Variant,
+    concurrency: int,
+    seconds: float,
+    max_requests: int,
+    stream: bool,
+    cpus: set[int] | None,
+) -> dict[str, Any]:
+    """One round of the load generator (a separate process) against one proxy."""
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.loadgen",
+        "--port",
+        str(variant.port),
+        "--key",
+        variant.key,
+        "--model",
+        MODEL_GROUP,
+        "--concurrency",
+        str(concurrency),
+        "--duration",
+        str(seconds),
+        "--max-requests",
+        str(max_requests),
+    ]
+    if stream:
+        argv.append("--stream")
+    assert variant.proc is not None
+    cpu_before = procs.cpu_seconds(variant.proc.pid)
+    proc = procs.spawn(
+        argv,
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cpus=cpus,
+    )
+    try:
+        out, err = proc.communicate(timeout=seconds + 90)
+    finally:
+        procs.stop(proc)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"load generator failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}"
+        )
+    result: dict[str, Any] = json.loads(out)
+    result["proxy_cpu_s"] = procs.cpu_seconds(variant.proc.pid) - cpu_before
+    variant.sent_ok += int(result["ok"])
+    return result
+
+
+def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = sum(x["ok"] for x in rounds)
+    elapsed = sum(x["elapsed_s"] for x in rounds)
+    lat = [v for x in rounds for v in x["latencies_ms"]]
+    cpu = sum(x["proxy_cpu_s"] for x in rounds)
+    return {
+        "rps": r(ok / elapsed if elapsed else 0.0, 1),
+        "proxy_cpu_ms_per_request": r(cpu * 1000 / ok if ok else float("nan"), 2),
+        "p50_ms": r(percentile(lat, 50), 2),
+        "p99_ms": r(percentile(lat, 99), 2),
+        "requests": ok,
+        "errors": sum(x["errors"] for x in rounds),
+        "first_error": next((x["first_error"] for x in rounds if x["first_error"]), ""),
+        "charged_header": sum(x["charged"] for x in rounds),
+        "rounds_rps": [r(x["ok"] / x["elapsed_s"], 1) for x in rounds if x["elapsed_s"]],
+    }
+
+
+def run(
+    variants: list[Variant],
+    upstream_port: int,
+    levels: list[tuple[int, bool]],
+    rounds: int,
+    round_seconds: float,
+    max_requests: int,
+    warmup_requests: int,
+    proxy_cpus: set[int] | None,
+    client_cpus: set[int] | None,
+    log: Callable[[str], None],
+    master_key_variant: bool = False,
+) -> dict[str, Any]:
+    for v in variants:
+        if v.plugin:
+            prepare_books(v)
+    for v in variants:
+        launch(v, upstream_port, proxy_cpus)
+    startup = {v.name: r(wait_ready(v, 120), 1) for v in variants}
+    log("  proxies up: " + ", ".join(f"{k} {s}s" for k, s in startup.items()))
+    idle = {}
+    for v in variants:
+        assert v.proc is not None
+        # warm-up: first calls import and build lazily (the plugin's gate, LiteLLM's clients)
+        w = load(v, 4, 60, warmup_requests, False, client_cpus)
+        if w["errors"]:
+            raise RuntimeError(f"warm-up of {v.name} failed: {w['first_error']}")
+        idle[v.name] = procs.tree_rss_mb(v.proc.pid)
+    measured = list(variants)
+    billed = next((v for v in variants if v.name == "with_sqlite"), None)
+    if master_key_variant and billed is not None:
+        # the same plugin proxy called with the master key: loaded and authenticating, never billing
+        measured.insert(
+            2,
+            Variant("with_sqlite_master_key", True, None, billed.workdir, proc=billed.proc, port=billed.port),
+        )
+    results: dict[str, Any] = {}
+    for concurrency, stream in levels:
+        label = f"c{concurrency}" + ("_stream" if stream else "")
+        per_variant: dict[str, list[dict[str, Any]]] = {v.name: [] for v in measured}
+        for n in range(rounds):
+            for v in measured:
+                per_variant[v.name].append(
+                    load(v, concurrency, round_seconds, max_requests, stream, client_cpus)
+                )
+            log(
+                f"  {label} round {n + 1}/{rounds}: "
+                + ", ".join(
+                    f"{k} {x[-1]['ok'] / x[-1]['elapsed_s']:.0f} req/s" for k, x in per_variant.items()
+                )
+            )
+        results[label] = {
+            "concurrency": concurrency,
+            "stream": stream,
+            **{name: summarize(rs) for name, rs in per_variant.items()},
+        }
+    memory = {}
+    for v in variants:
+        assert v.proc is not None
+        memory[v.name] = {"after_warmup": idle[v.name], "after_load": procs.tree_rss_mb(v.proc.pid)}
+    books_check = {}
+    for v in variants:
+        if v.plugin and v.database_url and v.account_id is not None:
+            books = Ledger(v.database_url)
+            try:
+                with books._engine.connect() as conn:  # a count, not 10^5 dataclasses
+                    usage = conn.execute(select(func.count()).select_from(UsageEventRow)).scalar_one()
+                bal = books.balance(v.account_id)
+                books_check[v.name] = {
+                    "ok_responses": v.sent_ok,
+                    "usage_events": usage,
+                    "held_after": bal.held,
+                    "audit_problems": books.audit()[:5],
+                }
+            finally:
+                books.dispose()
+    return {"startup_s": startup, "levels": results, "memory": memory, "books_check": books_check}
+
+
+def stop(variants: list[Variant]) -> None:
+    for v in variants:
+        if v.proc is not None:
+            procs.stop(v.proc)

@@ -1,0 +1,317 @@
+"""Targets, the printed table and the markdown summary, all from the results dict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PROXY_THROUGHPUT_MIN_RATIO = 0.90
+ADDED_P50_MAX_MS = 1.0
+HOT_VS_RAW_MIN_RATIO = 1.0
+ADDED_MEMORY_MAX_MB = 50.0
+
+WITH = ("with_sqlite", "with_postgresql")
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    return str(v)
+
+
+def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target: what, measured value, limit, PASS/FAIL (n/a when not measured)."""
+    out: list[dict[str, Any]] = []
+    proxy = res.get("proxy", {})
+    levels = proxy.get("levels", {})
+    for name in WITH:
+        for _label, lv in levels.items():
+            if lv.get("stream") or name not in lv or "without" not in lv:
+                continue
+            ratio = lv[name]["rps"] / lv["without"]["rps"] if lv["without"]["rps"] else None
+            out.append(
+                {
+                    "target": f"proxy req/s {name} / without, concurrency {lv['concurrency']}",
+                    "value": round(ratio, 3) if ratio is not None else None,
+                    "limit": f">= {PROXY_THROUGHPUT_MIN_RATIO}",
+                    "pass": ratio is not None and ratio >= PROXY_THROUGHPUT_MIN_RATIO,
+                }
+            )
+        c1 = levels.get("c1", {})
+        if name in c1 and "without" in c1:
+            delta = c1[name]["p50_ms"] - c1["without"]["p50_ms"]
+            out.append(
+                {
+                    "target": f"added p50 latency at concurrency 1, {name} (ms)",
+                    "value": round(delta, 2),
+                    "limit": f"< {ADDED_P50_MAX_MS}",
+                    "pass": delta < ADDED_P50_MAX_MS,
+                }
+            )
+        mem = proxy.get("memory", {})
+        if name in mem and "without" in mem:
+            delta = mem[name]["after_load"]["rss_mb"] - mem["without"]["after_load"]["rss_mb"]
+            out.append(
+                {
+                    "target": f"added RSS after load, {name} (MB)",
+                    "value": round(delta, 1),
+                    "limit": f"< {ADDED_MEMORY_MAX_MB:.0f}",
+                    "pass": delta < ADDED_MEMORY_MAX_MB,
+                }
+            )
+    pg = res.get("ledger", {}).get("throughput", {}).get("postgresql", {})
+    for key, cell in pg.items():
+        if not key.startswith("threads_"):
+            continue
+        out.append(
+            {
+                "target": f"hot-account hold+settle / raw PG UPDATE+INSERT tx, {key.replace('_', ' ')}",
+                "value": cell.get("hot_vs_raw"),
+                "limit": f">= {HOT_VS_RAW_MIN_RATIO}",
+                "pass": cell.get("hot_vs_raw") is not None and cell["hot_vs_raw"] >= HOT_VS_RAW_MIN_RATIO,
+            }
+        )
+    return out
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return out
+
+
+def _md(headers: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return out
+
+
+def sections(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, headers, rows) of every table, shared by the terminal and markdown renderings."""
+    out: list[tuple[str, list[str], list[list[str]]]] = []
+    m = res["machine"]
+    out.append(
+        (
+            "Machine",
+            ["what", "value"],
+            [
+                ["cores (nproc)", str(m["nproc"])],
+                ["CPU", m["cpu_model"]],
+                ["memory", f"{m['memory_gib']} GiB"],
+                ["kernel", m["kernel"]],
+                ["python", m["python"]],
+                ["litellm", m["litellm"]],
+                ["SQLAlchemy / psycopg / SQLite", f"{m['sqlalchemy']} / {m['psycopg']} / {m['sqlite']}"],
+                ["PostgreSQL", m["postgresql"]],
+                ["PostgreSQL commit settings", m.get("postgresql_settings", "n/a")],
+                [
+                    "code measured",
+                    f"{m['git_commit']}{' + uncommitted src changes' if m['src_uncommitted_changes'] else ''}",
+                ],
+                [
+                    "others' CPU use at start / load avg",
+                    f"{m['others_cpu_busy_pct_at_start']}% / {' '.join(m['loadavg_at_start'])}",
+                ],
+                ["mode", res["mode"]],
+            ],
+        )
+    )
+    proxy = res.get("proxy")
+    if proxy and proxy.get("levels"):
+        rows = []
+        for _label, lv in proxy["levels"].items():
+            base = lv.get("without", {})
+            for name in ("without", "with_sqlite", "with_sqlite_master_key", "with_postgresql"):
+                if name not in lv:
+                    continue
+                x = lv[name]
+                ratio = x["rps"] / base["rps"] if name != "without" and base.get("rps") else None
+                dp50 = x["p50_ms"] - base["p50_ms"] if name != "without" and base else None
+                rows.append(
+                    [
+                        f"{lv['concurrency']}{' stream' if lv['stream'] else ''}",
+                        name,
+                        _fmt(x["rps"], 1),
+                        _fmt(x["p50_ms"]),
+                        _fmt(x["p99_ms"]),
+                        _fmt(ratio, 3) if ratio is not None else "",
+                        (f"{dp50:+.2f}" if dp50 is not None else ""),
+                        _fmt(x.get("proxy_cpu_ms_per_request")),
+                        str(x["requests"]),
+                        str(x["errors"]),
+                        " ".join(_fmt(v, 0) for v in x["rounds_rps"]),
+                    ]
+                )
+        out.append(
+            (
+                "Proxy overhead (chat completion through LiteLLM to a local fake upstream)",
+                [
+                    "conc.",
+                    "proxy",
+                    "req/s",
+                    "p50 ms",
+                    "p99 ms",
+                    "x without",
+                    "p50 delta",
+                    "proxy CPU ms/req",
+                    "requests",
+                    "errors",
+                    "req/s per round",
+                ],
+                rows,
+            )
+        )
+        mem_rows = []
+        base = proxy["memory"].get("without", {}).get("after_load", {}).get("rss_mb")
+        for name, mm in proxy["memory"].items():
+            after = mm["after_load"]["rss_mb"]
+            mem_rows.append(
+                [
+                    name,
+                    _fmt(mm["after_warmup"]["rss_mb"], 1),
+                    _fmt(after, 1),
+                    (f"{after - base:+.1f}" if base is not None and name != "without" else ""),
+                    str(mm["after_load"]["processes"]),
+                ]
+            )
+        out.append(
+            (
+                "Proxy memory (VmRSS of the process tree, MB)",
+                ["proxy", "after warm-up", "after load", "vs without", "processes"],
+                mem_rows,
+            )
+        )
+        chk = proxy.get("books_check", {})
+        if chk:
+            out.append(
+                (
+                    "Books after the proxy load (every served call charged once?)",
+                    ["proxy", "200 responses", "usage events", "still held (µcr)", "audit"],
+                    [
+                        [
+                            k,
+                            str(v["ok_responses"]),
+                            str(v["usage_events"]),
+                            str(v["held_after"]),
+                            "ok" if not v["audit_problems"] else "; ".join(v["audit_problems"]),
+                        ]
+                        for k, v in chk.items()
+                    ],
+                )
+            )
+    led = res.get("ledger", {})
+    if led.get("throughput"):
+        rows = []
+        for backend, cells in led["throughput"].items():
+            for key, cell in cells.items():
+                if not key.startswith("threads_"):
+                    continue
+                t = key.split("_")[1]
+                rows.append(
+                    [
+                        backend,
+                        t,
+                        _fmt(cell["ledger_hot"]["per_s"], 1),
+                        _fmt(cell["ledger_spread"]["per_s"], 1),
+                        _fmt(cell["raw_hot"]["per_s"], 1),
+                        _fmt(cell["hot_vs_raw"], 4),
+                        _fmt(cell["ledger_hot"]["p50_ms"]),
+                        _fmt(cell["ledger_hot"]["p99_ms"]),
+                        str(cell["ledger_hot"]["errors"] + cell["ledger_spread"]["errors"]),
+                    ]
+                )
+        out.append(
+            (
+                f"Ledger throughput (hold + settle cycles/s; raw = one UPDATE + one INSERT transaction; {led.get('accounts', '?')} accounts spread)",
+                [
+                    "database",
+                    "threads",
+                    "hot cycles/s",
+                    "spread cycles/s",
+                    "raw tx/s",
+                    "hot / raw",
+                    "hot p50 ms",
+                    "hot p99 ms",
+                    "errors",
+                ],
+                rows,
+            )
+        )
+    if led.get("statements"):
+        rows = []
+        for backend, ops in led["statements"].items():
+            for op in ("hold", "settle", "balance"):
+                if op not in ops:
+                    continue
+                o = ops[op]
+                verbs = ", ".join(f"{k} {v}" for k, v in o["by_verb"].items())
+                rows.append(
+                    [
+                        backend,
+                        op,
+                        str(o["statements"]),
+                        str(o.get("round_trips", "")),
+                        verbs,
+                        _fmt(o["p50_ms"], 3),
+                    ]
+                )
+        out.append(
+            (
+                "Statements per ledger call (one hot account, one thread)",
+                ["database", "call", "SQL statements", "PG round trips", "by verb", "p50 ms"],
+                rows,
+            )
+        )
+    tg = res.get("targets", [])
+    if tg:
+        out.append(
+            (
+                "Targets",
+                ["target", "measured", "target", "result"],
+                [[t["target"], _fmt(t["value"], 3), t["limit"], "PASS" if t["pass"] else "FAIL"] for t in tg],
+            )
+        )
+    return out
+
+
+def render_text(res: dict[str, Any]) -> str:
+    lines: list[str] = []
+    for title, headers, rows in sections(res):
+        lines += ["", f"== {title}", *_table(headers, rows)]
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(res: dict[str, Any]) -> str:
+    lines = [f"# litellm-credits benchmark results ({res['mode']}, {res['finished_at']})", ""]
+    for title, headers, rows in sections(res):
+        lines += [f"## {title}", "", *_md(headers, rows), ""]
+    prof = res.get("ledger", {}).get("profile", {})
+    for backend, p in prof.items():
+        lines += [
+            f"## Where a hold + settle cycle spends its time ({backend}, cProfile, one thread)",
+            "",
+            f"{p['cycles']} cycles, {p['ms_per_cycle_profiled']} ms per cycle under the profiler.",
+            "",
+            *_md(["layer", "share of time"], [[k, f"{v}%"] for k, v in p["share_by_layer"].items()]),
+            "",
+        ]
+    per = res.get("ledger", {}).get("statements", {})
+    for backend, ops in per.items():
+        pc = ops.get("per_cycle")
+        if pc:
+            lines += [
+                f"## Time inside SQL statements vs around them ({backend}, hold + settle + balance)",
+                "",
+                f"{pc['hold_settle_balance_ms']} ms per hold+settle+balance, of which "
+                f"{pc['in_statement_execution_ms']} ms inside cursor.execute and "
+                f"{pc['outside_statements_ms']} ms outside (ORM, BEGIN/COMMIT, pool pre-ping, Python).",
+                "",
+                *_md(
+                    ["statement", "ms per cycle"], [[k, _fmt(v, 3)] for k, v in pc["statements_ms"].items()]
+                ),
+                "",
+            ]
+    return "\n".join(lines)
