@@ -13,7 +13,7 @@ from pricing import load_catalog
 from .gate_harness import PLANS
 
 MICRO = 1_000_000
-ANCHOR = datetime(2026, 1, 31, 9, 0, tzinfo=UTC)
+ANCHOR = datetime(2027, 1, 31, 9, 0, tzinfo=UTC)
 CATALOG = load_catalog(PLANS)
 
 
@@ -33,7 +33,7 @@ def spend(ledger: Ledger, account_id: int, credits: int) -> None:
 
 def test_a_period_is_allocated_once_however_often_the_job_runs(ledger: Ledger) -> None:
     account_id = pro_account(ledger)
-    now = datetime(2026, 2, 1, tzinfo=UTC)
+    now = datetime(2027, 2, 1, tzinfo=UTC)
 
     first = run_periods(ledger, CATALOG, now)
     second = run_periods(ledger, CATALOG, now)
@@ -41,7 +41,7 @@ def test_a_period_is_allocated_once_however_often_the_job_runs(ledger: Ledger) -
     assert (first.allocated, second.allocated) == (1, 0)
     subscription = [g for g in ledger.grants(account_id) if g.source == "subscription"]
     assert [g.amount for g in subscription] == [1000 * MICRO]
-    assert subscription[0].expires_at == datetime(2026, 2, 28, 9, 0, tzinfo=UTC)  # the account's own cycle
+    assert subscription[0].expires_at == datetime(2027, 2, 28, 9, 0, tzinfo=UTC)  # the account's own cycle
     assert ledger.balance(account_id).balance == 2000 * MICRO
 
 
@@ -49,7 +49,7 @@ def test_two_replicas_running_the_job_at_once_allocate_once(db_url: str) -> None
     setup = Ledger(db_url)
     setup.create_schema()
     ids = [pro_account(setup, f"user{i}") for i in range(20)]
-    now = datetime(2026, 2, 1, tzinfo=UTC)
+    now = datetime(2027, 2, 1, tzinfo=UTC)
     start = threading.Barrier(4)
     replicas = [Ledger(db_url) for _ in range(4)]
 
@@ -77,21 +77,21 @@ def test_two_replicas_running_the_job_at_once_allocate_once(db_url: str) -> None
 
 def test_rollover_carries_its_cap_and_expires_to_the_credit(ledger: Ledger) -> None:
     account_id = pro_account(ledger)
-    run_periods(ledger, CATALOG, datetime(2026, 2, 1, tzinfo=UTC))
+    run_periods(ledger, CATALOG, datetime(2027, 2, 1, tzinfo=UTC))
     spend(ledger, account_id, 200)  # burns the allocation first: it expires soonest
 
-    run_periods(ledger, CATALOG, datetime(2026, 2, 28, 9, 0, tzinfo=UTC))  # the next period starts
+    run_periods(ledger, CATALOG, datetime(2027, 2, 28, 9, 0, tzinfo=UTC))  # the next period starts
 
     grants = {g.source: g for g in ledger.grants(account_id, live_only=True)}
     # 800 unused x 50% = 400, capped at 300; the other 500 expire with the period
     assert grants["rollover"].amount == 300 * MICRO
-    assert grants["rollover"].expires_at == datetime(2026, 3, 10, 9, 0, tzinfo=UTC)  # 10 days after
-    assert grants["subscription"].expires_at == datetime(2026, 3, 31, 9, 0, tzinfo=UTC)
+    assert grants["rollover"].expires_at == datetime(2027, 3, 10, 9, 0, tzinfo=UTC)  # 10 days after
+    assert grants["subscription"].expires_at == datetime(2027, 3, 31, 9, 0, tzinfo=UTC)
     assert ledger.balance(account_id).balance == (1000 + 300 + 1000) * MICRO
     expired = [e for e in ledger.history(account_id, limit=100) if e.kind == "expire"]
     assert sum(e.amount for e in expired) == -800 * MICRO
 
-    run_periods(ledger, CATALOG, datetime(2026, 3, 10, 9, 0, tzinfo=UTC))  # the rollover's own expiry
+    run_periods(ledger, CATALOG, datetime(2027, 3, 10, 9, 0, tzinfo=UTC))  # the rollover's own expiry
     assert ledger.balance(account_id).balance == (1000 + 1000) * MICRO
     # purchased credits never expire with a period
     assert any(g.source == "purchase" and g.remaining == 1000 * MICRO for g in ledger.grants(account_id))
@@ -99,19 +99,19 @@ def test_rollover_carries_its_cap_and_expires_to_the_credit(ledger: Ledger) -> N
 
 def test_a_tier_change_at_period_end_is_applied_by_the_job(ledger: Ledger) -> None:
     account_id = pro_account(ledger)
-    ledger.schedule_tier_change(account_id, "business", datetime(2026, 2, 28, 9, 0, tzinfo=UTC))
+    ledger.schedule_tier_change(account_id, "business", datetime(2027, 2, 28, 9, 0, tzinfo=UTC))
 
-    run_periods(ledger, CATALOG, datetime(2026, 2, 20, tzinfo=UTC))
+    run_periods(ledger, CATALOG, datetime(2027, 2, 20, tzinfo=UTC))
     assert ledger.get_account(account_id).tier == "pro"
-    run_periods(ledger, CATALOG, datetime(2026, 2, 28, 9, 0, tzinfo=UTC))
+    run_periods(ledger, CATALOG, datetime(2027, 2, 28, 9, 0, tzinfo=UTC))
     assert ledger.get_account(account_id).tier == "business"
     latest = max((g for g in ledger.grants(account_id) if g.source == "subscription"), key=lambda g: g.id)
     assert latest.amount == 5000 * MICRO  # the new tier's allocation for the new period
 
 
 def test_an_immediate_upgrade_is_prorated_for_the_rest_of_the_period() -> None:
-    start, end = datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)
-    halfway = datetime(2026, 2, 15, tzinfo=UTC)
+    start, end = datetime(2027, 2, 1, tzinfo=UTC), datetime(2027, 3, 1, tzinfo=UTC)
+    halfway = datetime(2027, 2, 15, tzinfo=UTC)
     pro, business = CATALOG.tier("pro"), CATALOG.tier("business")
 
     assert prorated_upgrade_micro(pro, business, (start, end), halfway) == 2000 * MICRO  # 4000 x 14/28
@@ -123,5 +123,5 @@ def test_the_period_pass_leaves_the_books_balanced(ledger: Ledger, tmp_path: Pat
     for name in ("a", "b", "c"):
         pro_account(ledger, name)
     for month in (2, 3, 4):
-        run_periods(ledger, CATALOG, datetime(2026, month, 28, 12, tzinfo=UTC))
+        run_periods(ledger, CATALOG, datetime(2027, month, 28, 12, tzinfo=UTC))
     assert ledger.audit() == []
