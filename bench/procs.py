@@ -87,6 +87,8 @@ def _raise_exit(signum: int, _frame: object) -> None:
 
 def install_cleanup() -> None:
     atexit.register(stop_all)
+    # Ctrl+C raises KeyboardInterrupt even where the parent shell made SIGINT ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_exit)
     signal.signal(signal.SIGHUP, _raise_exit)
 
