@@ -371,7 +371,9 @@ class CreditGate:
             providers[name] = dearest.provider
             groups[name] = self.deployments.groups(name)
         views = price_list(catalog, account.tier, rates, groups=groups, providers=providers)
+        quotas = await self._quota_status(account, tier)
         return {
+            "quotas": quotas,
             "tier": {"code": tier.code, "name": tier.name},
             "catalog_version": catalog.version,
             "usd_per_credit": str(catalog.usd_per_credit),
@@ -389,6 +391,27 @@ class CreditGate:
                 for v in views
             ],
         }
+
+    async def _quota_status(self, account: Account, tier: Tier) -> list[dict[str, Any]]:
+        now = self.clock()
+        anchor = account.period_anchor or account.created_at
+        checks: dict[str, QuotaCheck] = {}
+        # each quota's own pattern names its pool; the monthly call limit comes with any of them
+        for pattern in [q.model for q in tier.quotas] or ["*"]:
+            for check in quota_checks(tier, pattern, anchor=anchor, now=now):
+                checks.setdefault(check.scope, check)
+        listed = list(checks.values())
+        used = await self.run(self.ledger.quota_usage, account.id, listed) if listed else []
+        return [
+            {
+                "quota": c.what,
+                "limit": c.limit,
+                "used": n,
+                "left": max(0, c.limit - n),
+                "resets_at": c.window_end.isoformat(),
+            }
+            for c, n in zip(listed, used, strict=True)
+        ]
 
     async def balance(self, account_id: int) -> Balance:
         return await self.run(self.ledger.balance, account_id)

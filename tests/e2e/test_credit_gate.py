@@ -258,6 +258,11 @@ def test_prices_list_the_callers_models_after_markup(proxy: RunningProxy, books:
         return {row["model"]: row for row in body["models"]}
 
     pro, free = prices(pro_key), prices(free_key)
+    free_quotas = httpx.get(
+        f"{proxy.base_url}/credits/prices", headers={"Authorization": f"Bearer {free_key}"}
+    ).json()["quotas"]
+    # examples/pricing.yaml: free has demo-fast 100 a day and 1000 calls a month
+    assert {(q["limit"], q["used"], q["left"]) for q in free_quotas} == {(100, 0, 100), (1000, 0, 1000)}
     # gpt-4o rates x2 (rule demo-fast-2x): $5 and $20 per 1M tokens = 5000 and 20000 credits
     assert (pro["demo-fast"]["input_credits_per_1m"], pro["demo-fast"]["output_credits_per_1m"]) == (
         "5000",
