@@ -22,6 +22,34 @@ REPO = Path(__file__).parents[2]
 EXAMPLE_CATALOG = REPO / "examples" / "pricing.yaml"
 MICRO = 1_000_000
 
+# The catalog the fault tests' proxies run on: owned here, so tiers that grow monthly
+# allocations or call quotas in examples/pricing.yaml do not change these tests' sums.
+FAULT_CATALOG = """\
+usd_per_credit: "0.001"
+tiers:
+  - code: pro
+    name: Pro
+    allowed_models: ["*"]
+    default_markup: {kind: multiplier, value: "1.2"}
+rules:
+  - id: demo-2x
+    model: "demo-*"
+    kind: multiplier
+    value: "2.0"
+"""
+
+
+def fault_catalog(workdir: Path, text: str = FAULT_CATALOG) -> Path:
+    path = workdir / "pricing.yaml"
+    path.write_text(text)
+    return path
+
+
+def granted(books: Any, account_id: int) -> int:
+    """Everything ever granted to the account (purchases, and any allocation the ledger made)."""
+    return sum(g.amount for g in books.grants(account_id))
+
+
 # A catalog where every demo call costs exactly one cent (10 credits): a worst-case hold
 # and the actual charge are then the same amount, so "N holds fit" means "N calls fit".
 FLAT_CATALOG = """\

@@ -18,10 +18,11 @@ from ledger import Ledger
 
 from .private_pg import PrivatePostgres
 from .support import (
-    EXAMPLE_CATALOG,
     MICRO,
     CallResult,
     chat,
+    fault_catalog,
+    granted,
     http_client,
     open_holds,
     proxy_env,
@@ -54,7 +55,7 @@ def test_every_served_call_is_charged_once_across_a_database_crash(
 
     proxy = start_proxy(
         tmp_path,
-        proxy_env(url, EXAMPLE_CATALOG, CREDITS_HOLD_TTL_SECONDS=str(HOLD_TTL)),
+        proxy_env(url, fault_catalog(tmp_path), CREDITS_HOLD_TTL_SECONDS=str(HOLD_TTL)),
         config=write_config(tmp_path),
     )
     outbox = tmp_path / "outbox.jsonl"
@@ -140,7 +141,7 @@ def test_every_served_call_is_charged_once_across_a_database_crash(
         charges = [e for e in books.history(account.id, limit=100_000) if e.kind == "charge"]
         assert len(charges) == len(served)
         balance = books.balance(account.id)
-        assert balance.balance == GRANT - sum(e.charged for e in events)
+        assert balance.balance == granted(books, account.id) - sum(e.charged for e in events)
         assert balance.held == 0
         assert books.audit() == []
     finally:

@@ -31,6 +31,7 @@ from .support import (
     MICRO,
     REPO,
     RunningProxy,
+    fault_catalog,
     proxy_env,
     snapshot,
     start_proxy,
@@ -221,7 +222,9 @@ def world(pg_module_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     books.grant(victim.id, 1000 * MICRO, source="purchase", external_ref="victim")
     victim_hold = books.hold(victim.id, 2 * MICRO, ttl_seconds=3600, reference="victim's own call")
     key = books.issue_key(caller.id, user_id="caller").plaintext
-    proxy = start_proxy(workdir, proxy_env(pg_module_url, EXAMPLE_CATALOG), config=write_config(workdir))
+    proxy = start_proxy(
+        workdir, proxy_env(pg_module_url, fault_catalog(workdir)), config=write_config(workdir)
+    )
     try:
         yield {
             "url": pg_module_url,
