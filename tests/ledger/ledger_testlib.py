@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 from sqlalchemy import create_engine, text
 
 from ledger import Ledger, UsageRecord
 
 CR = 1_000_000  # one credit in µcr
+
+# For checks that do not depend on the database: run them on SQLite only (saves a
+# PostgreSQL database per test). Overrides the parameters of the ``db_url`` fixture.
+sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 USAGE = UsageRecord(
     model="gpt-4o",

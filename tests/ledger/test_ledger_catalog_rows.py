@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from ledger_testlib import sqlite_only
 from sqlalchemy import create_engine, text
 
 from ledger import Ledger
@@ -76,6 +77,7 @@ def test_a_hand_edit_moves_the_stamp_too(ledger: Ledger, db_url: str) -> None:
     assert ledger.catalog_stamp() != before
 
 
+@sqlite_only
 def test_bad_catalog_rows_are_refused(ledger: Ledger) -> None:
     with pytest.raises(InvalidOperation):
         ledger.set_model_access_rows("nope", [("*", "allow")], updated_by="ann")

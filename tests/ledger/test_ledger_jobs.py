@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from ledger_testlib import sqlite_only
 from test_ledger_concurrency import run_together
 
 from ledger import Ledger
@@ -44,6 +45,7 @@ def test_lease_is_given_back_when_the_job_ends(ledger: Ledger) -> None:
     assert ledger.run_exclusive("sweep", lambda: "second") == "second"
 
 
+@sqlite_only
 def test_lease_is_given_back_when_the_job_raises(ledger: Ledger) -> None:
     def boom() -> None:
         raise RuntimeError("job failed")
@@ -69,10 +71,12 @@ def test_held_lease_blocks_until_it_runs_out(db_url: str) -> None:
         book.dispose()
 
 
+@sqlite_only
 def test_nested_call_sees_the_lease_taken(ledger: Ledger) -> None:
     assert ledger.run_exclusive("sweep", lambda: ledger.run_exclusive("sweep", lambda: "inner")) is None
 
 
+@sqlite_only
 def test_bad_lease_arguments(ledger: Ledger) -> None:
     with pytest.raises(InvalidOperation):
         ledger.run_exclusive("", lambda: 1)

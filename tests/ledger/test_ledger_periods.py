@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from ledger_testlib import CR, USAGE
+from ledger_testlib import CR, USAGE, sqlite_only
 from test_ledger_concurrency import run_together
 
 from ledger import Ledger, PeriodResult, UsageRecord
@@ -94,6 +94,7 @@ def test_rollover_carries_part_of_the_unused_allocation(book: Ledger, clock: Clo
     assert book.balance(acc).balance == 137 * CR
 
 
+@sqlite_only
 def test_rollover_cap_floor_and_own_expiry(book: Ledger, clock: Clock) -> None:
     acc = book.open_account("team", "t1", tier="pro").id
     allocate(book, acc, JAN, FEB)
@@ -121,6 +122,7 @@ def test_rollover_cap_floor_and_own_expiry(book: Ledger, clock: Clock) -> None:
     assert (capped.rolled_over, capped.expired) == (25 * CR, 100 * CR)
 
 
+@sqlite_only
 def test_no_rollover_expires_the_last_allocation(book: Ledger, clock: Clock) -> None:
     acc = book.open_account("team", "t1", tier="pro").id
     allocate(book, acc, JAN, FEB)
@@ -133,6 +135,7 @@ def test_no_rollover_expires_the_last_allocation(book: Ledger, clock: Clock) -> 
     assert (result.rolled_over, result.expired) == (100 * CR, 100 * CR)
 
 
+@sqlite_only
 def test_rollover_survives_an_expiry_sweep_that_ran_first(book: Ledger, clock: Clock) -> None:
     acc = book.open_account("team", "t1", tier="pro").id
     allocate(book, acc, JAN, FEB)
@@ -153,6 +156,7 @@ def test_concurrent_allocations_grant_once(book: Ledger) -> None:
     assert book.balance(acc).balance == 100 * CR
 
 
+@sqlite_only
 def test_allocation_arguments_are_checked(book: Ledger) -> None:
     acc = book.open_account("team", "t1", tier="pro").id
     with pytest.raises(InvalidOperation):
@@ -165,6 +169,7 @@ def test_allocation_arguments_are_checked(book: Ledger) -> None:
         book.allocate_period(acc, period_start=JAN, period_end=FEB, allocation_micro=0)
 
 
+@sqlite_only
 def test_period_anchor_and_byok(book: Ledger, clock: Clock) -> None:
     plain = book.open_account("user", "u1", tier="free")
     assert (plain.period_anchor, plain.anchor, plain.byok) == (JAN, JAN, False)
@@ -179,6 +184,7 @@ def test_period_anchor_and_byok(book: Ledger, clock: Clock) -> None:
     assert book.issue_key(plain.id).key.byok is False
 
 
+@sqlite_only
 def test_list_accounts_pages_by_id(book: Ledger) -> None:
     ids = [book.open_account("user", f"u{n}", tier="free").id for n in range(5)]
     book.set_status(ids[2], "suspended")
@@ -207,6 +213,7 @@ def test_change_tier_with_proration_is_idempotent(book: Ledger) -> None:
         book.change_tier(acc, "pro", reference="")
 
 
+@sqlite_only
 def test_scheduled_tier_changes_apply_when_due(book: Ledger) -> None:
     a = book.open_account("team", "a", tier="pro").id
     b = book.open_account("team", "b", tier="pro").id

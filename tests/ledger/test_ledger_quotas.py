@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from ledger_testlib import funded
+from ledger_testlib import funded, sqlite_only
 from test_ledger_concurrency import WORKERS, run_together
 
 from ledger import Ledger, QuotaSpec
@@ -57,6 +57,7 @@ def test_windows_and_accounts_count_apart(ledger: Ledger) -> None:
     assert ledger.quota_usage(other, [march, april]) == [1, 0]
 
 
+@sqlite_only
 def test_release_gives_a_call_back_never_below_zero(ledger: Ledger) -> None:
     acc = funded(ledger, 0)
     q = spec("calls", 2)
@@ -72,6 +73,7 @@ def test_release_gives_a_call_back_never_below_zero(ledger: Ledger) -> None:
     assert ledger.quota_usage(acc, [spec("never-used", 5)]) == [0]
 
 
+@sqlite_only
 def test_zero_limit_and_bad_input(ledger: Ledger) -> None:
     acc = funded(ledger, 0)
     with pytest.raises(QuotaExceeded):
@@ -96,6 +98,7 @@ class PricingStyleCheck:
     what: str
 
 
+@sqlite_only
 def test_accepts_any_object_with_the_quota_attributes(ledger: Ledger) -> None:
     acc = funded(ledger, 0)
     check = PricingStyleCheck("calls", DAY, MONTH_END, 1, "monthly calls")
@@ -103,6 +106,7 @@ def test_accepts_any_object_with_the_quota_attributes(ledger: Ledger) -> None:
     assert ledger.quota_usage(acc, [check]) == [1]
 
 
+@sqlite_only
 def test_prune_deletes_old_windows(ledger: Ledger) -> None:
     acc = funded(ledger, 0)
     old, new = spec("calls", 5, DAY - timedelta(days=31), DAY), spec("calls", 5)

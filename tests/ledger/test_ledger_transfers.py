@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from ledger_testlib import CR, funded
+from ledger_testlib import CR, funded, sqlite_only
 from test_ledger_concurrency import run_together
 
 from ledger import Ledger, Transfer
@@ -39,6 +39,7 @@ def test_transfer_moves_credit(ledger: Ledger) -> None:
         ledger.transfer(dst, src, 1, reference="gift-1")
 
 
+@sqlite_only
 def test_transfer_is_strict_about_the_source(ledger: Ledger) -> None:
     src = funded(ledger, 5 * CR, overdraft_limit=CR)
     dst = funded(ledger, 0, external_id="bob")
