@@ -92,6 +92,11 @@ class CatalogSource:
                 "pricing catalog edit refused, version %s stays in force: %s", self._current.version, exc
             )
             return False
+        except Exception as exc:
+            # whatever else goes wrong reading an edit, the running catalog must survive it
+            self.last_error = CatalogError(str(self.path), "catalog", f"could not be loaded: {exc}")
+            log.exception("pricing catalog edit refused, version %s stays in force", self._current.version)
+            return False
         self.last_error = None
         if catalog.version != self._current.version:
             log.warning("pricing catalog reloaded: version %s -> %s", self._current.version, catalog.version)

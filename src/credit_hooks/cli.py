@@ -37,6 +37,9 @@ app.add_typer(key_app, name="key")
 app.add_typer(periods_app, name="periods")
 app.add_typer(catalog_app, name="catalog")
 
+# a 64-bit column of micro-credits holds 9.2e12 credits: one operation stays far below that
+MAX_CREDITS = Decimal(10**12)
+
 out = Console()
 err = Console(stderr=True)
 
@@ -80,6 +83,8 @@ def _credits(text: str, field: str) -> int:
         raise typer.BadParameter(f"{field}: {text!r} is not a number of credits") from None
     if not value.is_finite() or value <= 0:
         raise typer.BadParameter(f"{field}: must be a positive number of credits, got {text}")
+    if value > MAX_CREDITS:
+        raise typer.BadParameter(f"{field}: at most {MAX_CREDITS:,} credits at once, got {text}")
     try:
         return credits_to_micro(value)
     except ValueError as exc:

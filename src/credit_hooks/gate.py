@@ -42,7 +42,7 @@ from .catalog_source import CatalogSource
 from .identity import Caller, Identity
 from .outcome import Outcome
 from .settings import CreditSettings, UnknownAccountPolicy
-from .worst_case import DeploymentIndex, WorstCase, max_tokens_key, worst_cases
+from .worst_case import DeploymentIndex, WorstCase, check_request, max_tokens_key, worst_cases
 
 log = logging.getLogger("credits.gate")
 T = TypeVar("T")
@@ -194,6 +194,7 @@ class CreditGate:
 
     async def admit(self, caller: Caller, model_group: str, call_type: str, data: dict[str, Any]) -> OpenCall:
         """Check access, limits and quotas and place the worst-case hold; raises a ``RequestRejected``."""
+        check_request(call_type, model_group, data, self.deployments)
         now = self.clock()
         account = await self.account_for(caller)
         if account.status != "active":

@@ -30,7 +30,7 @@ from ledger import micro_to_credit_str as credits_text
 from pricing.errors import CreditsError
 
 from . import runtime
-from .http_errors import to_proxy_exception
+from .http_errors import internal_error, to_proxy_exception
 from .identity import caller_from_auth
 from .outcome import (
     HOLD_ID_KEY,
@@ -90,8 +90,11 @@ class CreditsCallback(CustomLogger):
         try:
             call = await gate.admit(caller, str(model_group), str(call_type), data)
         except CreditsError as exc:
-            log.info("refused %s for %s: %s", model_group, caller.identity, exc)
+            log.info("refused %s for %s: %s", str(model_group)[:100], caller.identity, exc)
             raise to_proxy_exception(exc) from None
+        except Exception:
+            log.exception("pre-call billing failed for %s", caller.identity)
+            raise internal_error() from None
         meta = request_metadata(data)
         meta[HOLD_ID_KEY] = call.hold_id
         meta[ACCOUNT_ID_KEY] = call.account_id

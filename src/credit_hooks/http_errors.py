@@ -14,6 +14,7 @@ from pricing.errors import (
     ByokNotAllowed,
     CreditsError,
     InsufficientCredits,
+    MalformedRequest,
     MaxTokensExceeded,
     ModelNotAllowed,
     QuotaExceeded,
@@ -29,6 +30,7 @@ _STATUS: tuple[tuple[type[CreditsError], int], ...] = (
     (UnknownAccount, 403),
     (QuotaExceeded, 429),
     (MaxTokensExceeded, 400),
+    (MalformedRequest, 400),
     (BillingUnavailable, 503),
 )
 
@@ -46,6 +48,16 @@ def headers_for(error: CreditsError) -> dict[str, str]:
     if isinstance(error, BillingUnavailable):
         return {"Retry-After": "5"}
     return {}
+
+
+def internal_error() -> ProxyException:
+    """For an error we did not expect: the details go to the log, never to the client."""
+    return ProxyException(
+        message="Billing could not process this request; it was not served or charged. Retry, or contact support.",
+        type="billing_error",
+        param=None,
+        code=500,
+    )
 
 
 def to_proxy_exception(error: CreditsError) -> ProxyException:

@@ -17,6 +17,7 @@ from typing import Any
 import litellm
 
 from pricing import ModelRates, estimate_prompt_tokens
+from pricing.errors import MalformedRequest
 
 TOKEN_CALLS = frozenset({"completion", "text_completion", "responses", "embedding"})
 _CALL_ALIASES = {
@@ -32,6 +33,16 @@ _CALL_ALIASES = {
     "amoderation": "moderation",
 }
 _DEPLOYMENT_CACHE_SECONDS = 30.0
+
+
+# the field each token call cannot do without; LiteLLM would refuse the call after our hold
+_REQUIRED_FIELD = {
+    "completion": "messages",
+    "text_completion": "prompt",
+    "embedding": "input",
+    "responses": "input",
+}
+MAX_MODEL_NAME = 255
 
 
 def normalise_call_type(call_type: str | None) -> str:
@@ -99,6 +110,19 @@ class DeploymentIndex:
         found = tuple(self._lookup(model_group))
         self._cache[model_group] = (now + _DEPLOYMENT_CACHE_SECONDS, found)
         return found
+
+    def servable(self, model_group: str) -> bool:
+        """False when no deployment, alias, wildcard or known provider could serve the name."""
+        from litellm.proxy import proxy_server
+
+        router = proxy_server.llm_router
+        if router is None or router.get_model_list(model_name=model_group):
+            return True
+        try:
+            litellm.get_llm_provider(model_group)  # the SDK may still serve a provider-qualified name
+        except Exception:
+            return False
+        return True
 
     def groups(self, model_group: str) -> frozenset[str]:
         return frozenset().union(*(d.groups for d in self.deployments(model_group)))
@@ -196,6 +220,22 @@ def _unit_cost(call: str, data: dict[str, Any], info: dict[str, Any], fallback: 
         text = str(data.get("input") or "")
         return per_char * len(text) if per_char else fallback
     return fallback
+
+
+def check_request(call_type: str, model_group: str, data: dict[str, Any], index: DeploymentIndex) -> None:
+    """Refuse, before any hold, what the proxy would refuse after it."""
+    if len(model_group) > MAX_MODEL_NAME:
+        raise MalformedRequest("model", f"longer than {MAX_MODEL_NAME} characters")
+    call = normalise_call_type(call_type)
+    field = _REQUIRED_FIELD.get(call)
+    if field is not None and data.get(field) in (None, "", []):
+        raise MalformedRequest(field, "missing or empty")
+    if field == "messages" and not isinstance(data.get(field), list):
+        raise MalformedRequest(field, "must be a list of messages")
+    if not index.servable(model_group):
+        raise MalformedRequest(
+            "model", f"no model named {model_group!r} on this proxy (GET /v1/models lists them)"
+        )
 
 
 def worst_cases(

@@ -16,6 +16,7 @@ classes to HTTP statuses lives in exactly one place:
     ├── RequestRejected             the call may not go ahead (end user's side)
     │   ├── ModelNotAllowed         403 model_not_allowed
     │   ├── MaxTokensExceeded       400 max_tokens_exceeded
+    │   ├── MalformedRequest        400 invalid_request_error (before anything is held)
     │   ├── QuotaExceeded           429 quota_exceeded (+ Retry-After)
     │   ├── InsufficientCredits     402 insufficient_quota
     │   ├── AccountInactive         402 account_inactive
@@ -137,6 +138,17 @@ class MaxTokensExceeded(RequestRejected):
         self.tier = tier
         self.requested = requested
         self.limit = limit
+
+
+class MalformedRequest(RequestRejected):
+    """A request the proxy cannot serve, refused before anything is held or written."""
+
+    code = "invalid_request_error"
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"Invalid request: {field}: {reason}.", hint="Fix the request and send it again.")
+        self.field = field
+        self.reason = reason
 
 
 class QuotaExceeded(RequestRejected):

@@ -205,7 +205,13 @@ def build_catalog(data: object, locate: Locator, *, source: str, version: str) -
 
 def read_yaml(text: str, source: str) -> tuple[object, dict[Path, int]]:
     """Parse once into nodes (for line numbers) and construct data from the same nodes."""
-    loader = _Loader(text)
+    try:
+        # the reader checks the characters as it is built: a NUL byte fails here
+        loader = _Loader(text)
+    except yaml.YAMLError as exc:
+        raise CatalogError(
+            source, "yaml", str(exc).splitlines()[0] if str(exc) else "unreadable YAML"
+        ) from None
     try:
         node = loader.get_single_node()
         if node is None:

@@ -89,12 +89,6 @@ def test_a_generated_bad_catalog_is_refused_naming_the_file(name: str, tmp_path:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a catalog file with a control character (NUL) makes load_catalog raise yaml's "
-    "ReaderError instead of CatalogError; CatalogSource.refresh catches only CatalogError, so a hot "
-    "reload of such a file escapes as an unexpected exception (last_error is not set)",
-)
 def test_a_catalog_with_a_nul_byte_is_refused_as_a_catalog_error(tmp_path: Path) -> None:
     tried("pricing YAML")
     path = tmp_path / "binary.yaml"
@@ -182,11 +176,6 @@ def test_the_cli_refuses_bad_arguments_naming_them(cli_db: str, args: list[str],
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `credits-admin grant REF 1e30` has no upper bound: the micro-credit amount overflows "
-    "the 64-bit column and the CLI dies with a traceback (OverflowError on SQLite) instead of naming CREDITS",
-)
 def test_the_cli_refuses_a_grant_too_large_to_store(cli_db: str) -> None:
     check_cli_refuses(cli_db, *HUGE_GRANT)
 
@@ -332,12 +321,6 @@ def test_a_body_that_is_not_a_json_object_is_refused(world: dict[str, Any], raw:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: on PostgreSQL a model name longer than 255 characters overflows holds.reference "
-    "(VARCHAR(255)): the hold INSERT raises DataError, not a CreditsError, so the client gets a 500 "
-    "whose message is the raw SQL statement and error instead of a 400",
-)
 def test_a_model_name_too_long_for_the_ledger_is_a_clear_400(world: dict[str, Any]) -> None:
     tried("request body/metadata")
     before = money(world["url"])
@@ -348,12 +331,6 @@ def test_a_model_name_too_long_for_the_ledger_is_a_clear_400(world: dict[str, An
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True,
-    reason="the pre-call hook places (and the failure hook voids) a hold before LiteLLM rejects an "
-    "unknown model: each such request writes 1 hold row and 2 entries; money is unchanged but the "
-    "ledger is not",
-)
 def test_an_unknown_model_writes_nothing_to_the_ledger(world: dict[str, Any]) -> None:
     tried("request body/metadata")
     before = snapshot(world["url"])["counts"]

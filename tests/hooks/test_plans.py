@@ -147,7 +147,7 @@ def test_quotas_hold_under_concurrent_calls(ledger: Ledger, tmp_path: Path) -> N
     clock = Clock(datetime(2026, 2, 10, 12, 0, tzinfo=UTC))
     gate = make_gate(ledger, tmp_path, clock)
     account = open_account(ledger, "burst", "starter", clock)
-    data = {"model": "gpt-3.5-turbo", "messages": [], "max_tokens": 5}
+    data = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
 
     async def burst() -> list[object]:
         calls = [gate.admit(caller(account), "gpt-3.5-turbo", "acompletion", dict(data)) for _ in range(12)]
