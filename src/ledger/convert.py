@@ -110,7 +110,10 @@ def usage_event(row: UsageEventRow) -> UsageEvent:
     )
 
 
-def settlement(hold_row: HoldRow, event: UsageEventRow) -> Settlement:
+def settlement(hold_row: HoldRow, event: UsageEventRow, account_row: AccountRow | None = None) -> Settlement:
+    """The Settlement of a settled hold; ``account_row`` supplies the ``*_after`` figures."""
+    balance = account_row.balance if account_row is not None else 0
+    held = account_row.held if account_row is not None else 0
     return Settlement(
         hold_id=hold_row.id,
         account_id=hold_row.account_id,
@@ -119,4 +122,6 @@ def settlement(hold_row: HoldRow, event: UsageEventRow) -> Settlement:
         usage_event_id=event.id,
         late=hold_row.status != "settled",
         settled_at=event.created_at,
+        balance_after=balance,
+        available_after=balance - held,
     )

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -40,8 +40,11 @@ def make_engine(
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=pool_timeout,
-        # A proxy runs for days; connections the server or a NAT dropped are replaced quietly.
-        pool_pre_ping=True,
+        # No pool_pre_ping: it costs a round trip on every checkout. Connections are
+        # recycled before a server or NAT idle timeout would drop them; a connection that
+        # died anyway (a database restart) fails its one call with BillingUnavailable, and
+        # SQLAlchemy's disconnect handling then invalidates every older pooled connection,
+        # so the next call gets a fresh one.
         pool_recycle=1800,
         # The conditional UPDATE of a hold relies on READ COMMITTED re-checking its WHERE
         # clause after the row lock; pin it so a server default cannot change that.
@@ -114,9 +117,36 @@ class UnitOfWork:
 
     @contextmanager
     def __call__(self) -> Iterator[Session]:
+        with self._unavailable_as_billing(), self._sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def core(self) -> Iterator[Connection]:
+        """A Core connection in one transaction (the hot path: no ORM unit of work)."""
+        with self._unavailable_as_billing(), self.engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def single(self) -> Iterator[Connection]:
+        """A Core connection for ONE statement that is its own transaction.
+
+        On PostgreSQL the connection is in autocommit mode: no ``BEGIN`` and no ``COMMIT``
+        round trip, the statement commits by itself (all or nothing). On SQLite, where a
+        round trip is a function call, it is the usual ``BEGIN IMMEDIATE`` transaction.
+        Use it only for one statement: two statements here are two transactions.
+        """
+        with self._unavailable_as_billing():
+            if self.dialect != "postgresql":
+                with self.engine.begin() as connection:
+                    yield connection
+                return
+            with self.engine.connect() as connection:
+                yield connection.execution_options(isolation_level="AUTOCOMMIT")
+
+    @contextmanager
+    def _unavailable_as_billing(self) -> Iterator[None]:
         try:
-            with self._sessions() as session, session.begin():
-                yield session
+            yield
         except (exc.OperationalError, exc.InterfaceError, exc.TimeoutError, exc.DisconnectionError) as error:
             if is_unavailable(error, self.dialect):
                 raise BillingUnavailable(unavailable_reason(error)) from error

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
@@ -40,7 +40,7 @@ def place(
     )
     result = cast(CursorResult[Any], session.execute(stmt))
     if result.rowcount != 1:
-        _refuse(session, account_id, micro)
+        refuse(session, account_id, micro)
     row = HoldRow(
         id=uuid.uuid4().hex,
         account_id=account_id,
@@ -68,7 +68,7 @@ def place(
     return row
 
 
-def _refuse(session: Session, account_id: int, micro: int) -> None:
+def refuse(session: Session, account_id: int, micro: int) -> NoReturn:
     """Explain why the conditional UPDATE matched no row; always raises."""
     row = session.get(AccountRow, account_id)
     if row is None:
@@ -117,7 +117,7 @@ def existing_settlement(session: Session, hold_id: str) -> Settlement | None:
         return None
     hold = session.get(HoldRow, hold_id)
     assert hold is not None, "usage event without its hold: the foreign key forbids it"
-    return convert.settlement(hold, event)
+    return convert.settlement(hold, event, session.get(AccountRow, hold.account_id))
 
 
 def settle(session: Session, hold_id: str, micro: int, usage: UsageRecord, now: datetime) -> Settlement:
@@ -165,7 +165,7 @@ def settle(session: Session, hold_id: str, micro: int, usage: UsageRecord, now: 
     session.add(event)
     # The unique hold_id makes a concurrent duplicate fail here with IntegrityError.
     session.flush()
-    return convert.settlement(hold, event)
+    return convert.settlement(hold, event, account)
 
 
 def void(session: Session, hold_id: str, *, status: str, reason: str, now: datetime) -> bool:

@@ -28,21 +28,36 @@ log = logging.getLogger("credits.outbox")
 
 @dataclass(frozen=True, slots=True)
 class PendingCharge:
+    """A charge to write. ``account_id`` is set for a call served without a hold (the
+    ledger was unreachable at pre-call): ``drain`` then charges it with ``settle_unheld``
+    when no hold with this id exists. Lines written before the field existed load with
+    ``account_id=None`` and are drained as before."""
+
     hold_id: str
     micro: int
     usage: UsageRecord
+    account_id: int | None = None
 
     def to_json(self) -> str:
         usage = asdict(self.usage)
         usage["provider_cost_usd"] = str(self.usage.provider_cost_usd)
-        return json.dumps({"hold_id": self.hold_id, "micro": self.micro, "usage": usage}, sort_keys=True)
+        raw: dict[str, Any] = {"hold_id": self.hold_id, "micro": self.micro, "usage": usage}
+        if self.account_id is not None:
+            raw["account_id"] = self.account_id
+        return json.dumps(raw, sort_keys=True)
 
     @classmethod
     def from_json(cls, line: str) -> PendingCharge:
         raw: dict[str, Any] = json.loads(line)
         usage = dict(raw["usage"])
         usage["provider_cost_usd"] = Decimal(usage["provider_cost_usd"])
-        return cls(hold_id=str(raw["hold_id"]), micro=int(raw["micro"]), usage=UsageRecord(**usage))
+        account_id = raw.get("account_id")
+        return cls(
+            hold_id=str(raw["hold_id"]),
+            micro=int(raw["micro"]),
+            usage=UsageRecord(**usage),
+            account_id=int(account_id) if account_id is not None else None,
+        )
 
 
 class Outbox:
@@ -86,7 +101,7 @@ class Outbox:
             landed = 0
             for charge in charges:
                 try:
-                    ledger.settle(charge.hold_id, charge.micro, charge.usage)
+                    self._apply(ledger, charge)
                     landed += 1
                 except HoldNotFound:
                     log.critical("outbox: hold %s is unknown to the ledger; charge dropped", charge.hold_id)
@@ -100,3 +115,13 @@ class Outbox:
                 os.fsync(out.fileno())
             os.replace(tmp, self.path)
             return landed
+
+    @staticmethod
+    def _apply(ledger: Ledger, charge: PendingCharge) -> None:
+        try:
+            ledger.settle(charge.hold_id, charge.micro, charge.usage)
+        except HoldNotFound:
+            if charge.account_id is None:
+                raise
+            # Served without a hold (fail-open): charge it now, once, by its hold id.
+            ledger.settle_unheld(charge.hold_id, charge.account_id, charge.micro, charge.usage)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -20,6 +21,7 @@ from . import (
     convert,
     grants,
     holds,
+    hotpath,
     jobs,
     keys,
     periods,
@@ -66,6 +68,12 @@ def _nonnegative(name: str, value: int) -> None:
         raise InvalidOperation(f"{name} must be a whole number of micro-credits >= 0, got {value!r}")
 
 
+def _check_charge(micro: int, usage: UsageRecord) -> None:
+    _nonnegative("charge", micro)
+    if not isinstance(usage.provider_cost_usd, Decimal):
+        raise InvalidOperation("provider_cost_usd must be a Decimal (convert the float once, at the edge)")
+
+
 def _positive(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise InvalidOperation(f"{name} must be a whole number of micro-credits > 0, got {value!r}")
@@ -92,6 +100,8 @@ class Ledger:
         )
         self._uow = UnitOfWork(self._engine)
         self._clock = clock or (lambda: datetime.now(UTC))
+        # Core statements with RETURNING (ledger.hotpath) unless SQLite is too old for them.
+        self._fast = self._engine.dialect.name == "postgresql" or hotpath.SQLITE_HAS_RETURNING
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -775,15 +785,50 @@ class Ledger:
     # -- holds ----------------------------------------------------------------
 
     def hold(self, account_id: int, micro: int, *, ttl_seconds: float, reference: str = "") -> Hold:
-        """Reserve the worst case of a call, or raise InsufficientCredits / AccountInactive."""
+        """Reserve the worst case of a call, or raise InsufficientCredits / AccountInactive.
+
+        The returned Hold carries ``balance_after`` and ``available_after``: the account's
+        figures right after this hold, from the same statement.
+        """
         _nonnegative("hold amount", micro)
         if ttl_seconds <= 0:
             raise InvalidOperation(f"ttl_seconds must be > 0, got {ttl_seconds!r}")
-        with self._uow() as session:
-            row = holds.place(
-                session, account_id, micro, ttl_seconds=ttl_seconds, reference=reference, now=self._clock()
+        now = self._clock()
+        if not self._fast:
+            with self._uow() as session:
+                row = holds.place(
+                    session, account_id, micro, ttl_seconds=ttl_seconds, reference=reference, now=now
+                )
+                balance = queries.balance(session, account_id)
+                return dataclasses.replace(
+                    convert.hold(row), balance_after=balance.balance, available_after=balance.available
+                )
+        # PostgreSQL: one statement in autocommit mode (one round trip).
+        unit = self._uow.single if self.dialect == "postgresql" else self._uow.core
+        with unit() as conn:
+            placed = hotpath.hold(
+                conn, account_id, micro, ttl_seconds=ttl_seconds, reference=reference, now=now
             )
-            return convert.hold(row)
+        if placed is None:
+            # Refused: read the account to say why (AccountNotFound, AccountInactive or
+            # InsufficientCredits). Nothing was written.
+            with self._uow() as session:
+                holds.refuse(session, account_id, micro)
+        assert placed is not None
+        return placed
+
+    def renew_hold(self, hold_id: str, ttl_seconds: float) -> bool:
+        """Extend an open hold so it expires ``ttl_seconds`` from now (for long streams).
+
+        Never shortens it. Returns False when the hold is not open (settled, voided,
+        expired by the sweeper) or does not exist (a hold id the proxy made up while the
+        ledger was unreachable): nothing is changed then.
+        """
+        if ttl_seconds <= 0:
+            raise InvalidOperation(f"ttl_seconds must be > 0, got {ttl_seconds!r}")
+        until = self._clock() + timedelta(seconds=ttl_seconds)
+        with self._uow.single() as conn:
+            return hotpath.renew(conn, hold_id, until)
 
     def get_hold(self, hold_id: str) -> Hold:
         with self._uow() as session:
@@ -797,21 +842,64 @@ class Ledger:
 
         The charge may exceed the hold and the overdraft limit: the call was served.
         A hold that was voided or expired meanwhile is still charged (``late=True``).
+        The Settlement carries ``balance_after`` / ``available_after``.
         """
-        _nonnegative("charge", micro)
-        if not isinstance(usage.provider_cost_usd, Decimal):
-            raise InvalidOperation(
-                "provider_cost_usd must be a Decimal (convert the float once, at the edge)"
-            )
+        _check_charge(micro, usage)
+        now = self._clock()
         try:
+            if self._fast:
+                # The common case: the hold is open. Its conditional UPDATE is the
+                # exactly-once check; anything else matches no row and writes nothing.
+                with self._uow.core() as conn:
+                    done = hotpath.settle(conn, hold_id, micro, usage, now)
+                if done is not None:
+                    return done
+            # Already settled (return it), voided or expired (charge it late), or unknown.
             with self._uow() as session:
-                return holds.settle(session, hold_id, micro, usage, self._clock())
+                return holds.settle(session, hold_id, micro, usage, now)
         except IntegrityError:
             with self._uow() as session:
-                done = holds.existing_settlement(session, hold_id)
-            if done is None:
+                found = holds.existing_settlement(session, hold_id)
+            if found is None:
                 raise
+            return found
+
+    def settle_unheld(
+        self, hold_id: str, account_id: int, micro: int, usage: UsageRecord, *, reference: str = ""
+    ) -> Settlement:
+        """Charge a call that was served without a hold (fail-open while the ledger was down).
+
+        ``hold_id`` is the id the proxy generated for the call (uuid4 hex). In one
+        transaction the hold row is written already settled (amount 0, charged
+        ``micro``), the account's grants burn (the rest is debt, past the overdraft limit
+        if need be: the call was served), with the charge entries and the usage event.
+        Idempotent by ``hold_id``: a repeat returns the first Settlement. If a real hold
+        with this id exists (it was placed after all), it is settled like ``settle``.
+        """
+        _check_charge(micro, usage)
+        if not hold_id or len(hold_id) > 32:
+            raise InvalidOperation(f"a hold id must be 1 to 32 characters, got {hold_id!r}")
+        if not self._fast:
+            raise InvalidOperation("settle_unheld needs SQLite 3.35+ (RETURNING) or PostgreSQL")
+        try:
+            with self._uow.core() as conn:
+                done = hotpath.settle_unheld(
+                    conn, hold_id, account_id, micro, usage, reference=reference, now=self._clock()
+                )
+        except IntegrityError:
+            # The only foreign key the first insert can break: the account.
+            with self._uow() as session:
+                if session.get(AccountRow, account_id) is None:
+                    raise AccountNotFound(str(account_id)) from None
+            raise
+        if done is not None:
             return done
+        existing = self.get_hold(hold_id)
+        if existing.account_id != account_id:
+            raise InvalidOperation(
+                f"hold {hold_id} belongs to account {existing.account_id}, not {account_id}"
+            )
+        return self.settle(hold_id, micro, usage)
 
     def void(self, hold_id: str, reason: str = "voided") -> bool:
         """Release an open hold without a charge; False when it was already resolved."""

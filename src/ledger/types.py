@@ -7,7 +7,7 @@ All amounts are integer micro-credits (µcr); all datetimes are timezone-aware U
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final, Literal, Protocol
@@ -117,6 +117,11 @@ class Grant:
 
 @dataclass(frozen=True, slots=True)
 class Hold:
+    """A hold. ``balance_after`` / ``available_after`` are the account's balance and
+    available (balance - held) right after ``Ledger.hold`` placed it, read from the same
+    UPDATE; other methods (``get_hold``) leave them 0. They do not take part in equality.
+    """
+
     id: str
     account_id: int
     amount: int
@@ -126,6 +131,8 @@ class Hold:
     charged: int | None
     created_at: datetime
     resolved_at: datetime | None
+    balance_after: int = field(default=0, compare=False)
+    available_after: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +210,12 @@ class Settlement:
 
     ``late`` is true when the hold had already been voided or had expired before the
     charge arrived (the call was served anyway, so it is charged without a release).
+
+    ``balance_after`` / ``available_after`` (balance - held) are the account's figures
+    right after this settle, from the same UPDATE that wrote them, so a caller needs no
+    ``balance()`` read for its response headers. A repeated settle returns the account's
+    figures as they are at the time of the repeat. They do not take part in equality:
+    a repeat still compares equal to the first result.
     """
 
     hold_id: str
@@ -212,6 +225,8 @@ class Settlement:
     usage_event_id: int
     late: bool
     settled_at: datetime
+    balance_after: int = field(default=0, compare=False)
+    available_after: int = field(default=0, compare=False)
 
 
 class QuotaLike(Protocol):
