@@ -18,7 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from pricing.errors import CreditsError, HoldNotFound
+from pricing.errors import AccountNotFound, CreditsError, HoldNotFound
 
 from .service import Ledger
 from .types import UsageRecord
@@ -105,6 +105,12 @@ class Outbox:
                     landed += 1
                 except HoldNotFound:
                     log.critical("outbox: hold %s is unknown to the ledger; charge dropped", charge.hold_id)
+                except AccountNotFound:
+                    log.critical(
+                        "outbox: account %s of unheld charge %s is unknown to the ledger; charge dropped",
+                        charge.account_id,
+                        charge.hold_id,
+                    )
                 except CreditsError as exc:
                     log.warning("outbox: hold %s still pending: %s", charge.hold_id, exc)
                     kept.append(charge)
