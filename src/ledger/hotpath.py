@@ -45,7 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .tables import UTCDateTime, metadata
-from .types import Hold, Settlement, UsageRecord
+from .types import Balance, Hold, Settlement, UsageRecord
 
 # RETURNING needs SQLite 3.35; older libraries take the ORM code paths.
 SQLITE_HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
@@ -142,6 +142,7 @@ RENEW_HOLD = (
     .where(_h.id == _p_hold, _h.status == "open", _h.expires_at < _p_until)
     .values(expires_at=_p_until)
 )
+BALANCE = select(_a.balance, _a.held, _a.overdraft_limit, _a.debt).where(_a.id == _p_account)
 HOLD_IS_OPEN = select(_h.id).where(_h.id == _p_hold, _h.status == "open")
 
 # settle_unheld: the hold row is born settled; its primary key makes a repeat a no-op.
@@ -533,6 +534,21 @@ def settle_unheld(
         settled_at=now,
         balance_after=balance,
         available_after=balance - held,
+    )
+
+
+def balance(conn: Connection, account_id: int) -> Balance | None:
+    row = conn.execute(BALANCE, {"p_account": account_id}).first()
+    if row is None:
+        return None
+    bal, held, overdraft_limit, debt = row
+    return Balance(
+        account_id=account_id,
+        balance=bal,
+        held=held,
+        available=bal - held,
+        overdraft_limit=overdraft_limit,
+        debt=debt,
     )
 
 

@@ -925,8 +925,12 @@ class Ledger:
     # -- reading --------------------------------------------------------------
 
     def balance(self, account_id: int) -> Balance:
-        with self._uow() as session:
-            return queries.balance(session, account_id)
+        # One SELECT; on PostgreSQL in autocommit mode (one round trip, no BEGIN/COMMIT).
+        with self._uow.single() as conn:
+            found = hotpath.balance(conn, account_id)
+        if found is None:
+            raise AccountNotFound(str(account_id))
+        return found
 
     def history(self, account_id: int, limit: int = 50) -> list[Entry]:
         """The account's entries, newest first."""
