@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,13 +37,14 @@ from pricing import (
     quota_checks,
     quote,
 )
-from pricing.errors import AccountInactive, CreditsError, UnknownAccount
+from pricing.errors import AccountInactive, BillingUnavailable, CreditsError, UnknownAccount
 
 from .catalog_source import CatalogSource
 from .identity import Caller, Identity
+from .outage import OfflineBook
 from .outcome import Outcome
-from .settings import CreditSettings, UnknownAccountPolicy
-from .worst_case import DeploymentIndex, WorstCase, check_request, max_tokens_key, worst_cases
+from .settings import CreditSettings, OutagePolicy, UnknownAccountPolicy
+from .worst_case import MAX_MODEL_NAME, DeploymentIndex, WorstCase, check_request, max_tokens_key, worst_cases
 
 log = logging.getLogger("credits.gate")
 T = TypeVar("T")
@@ -69,6 +71,8 @@ class OpenCall:
     opened_at: float
     context: CallContext = CallContext()
     quotas: tuple[QuotaCheck, ...] = ()
+    # served while the ledger was unreachable (fail-open): no hold exists in the ledger
+    offline: bool = False
 
 
 def _utcnow() -> datetime:
@@ -113,6 +117,10 @@ class CreditGate:
         self._settled: OrderedDict[str, Settlement] = OrderedDict()
         # streams waiting for their charge to reach disk before the client sees the end
         self._landed: dict[str, asyncio.Event] = {}
+        self.offline = OfflineBook(
+            settings.outage_policy is OutagePolicy.FAIL_OPEN,
+            credits_to_micro(settings.fail_open_exposure_credits),
+        )
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -127,7 +135,12 @@ class CreditGate:
         hit = self._accounts.get(cache_key)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
-        account = await self.run(self._load_account, caller)
+        try:
+            account = await self.run(self._load_account, caller)
+        except BillingUnavailable:
+            if hit is None or not self.offline.enabled:
+                raise
+            return hit[1]  # fail-open: the last known tier and status stand in
         self._accounts[cache_key] = (time.monotonic() + self.settings.account_cache_seconds, account)
         return account
 
@@ -205,11 +218,43 @@ class CreditGate:
         groups = self.deployments.groups(model_group)
         check_access(catalog, account.tier, model_group, groups=groups)
         limit_max_tokens(tier, call_type, data)
-        context = await self.context_for(account, caller, now)
+        try:
+            context = await self.context_for(account, caller, now)
+        except BillingUnavailable:
+            if not self.offline.enabled:
+                raise
+            context = CallContext(byok=account.byok or caller.byok)
         cases = worst_cases(self.deployments, call_type, model_group, data, self.settings.fallback_hold_usd)
         quoted = self.worst_price(account.tier, model_group, cases, now, context)
         anchor = account.period_anchor or account.created_at
         quotas = tuple(quota_checks(tier, model_group, anchor=anchor, now=now, groups=groups))
+        try:
+            hold_id = await self._hold(account, model_group, quoted, quotas)
+        except BillingUnavailable:
+            # fail-open (or a 503): served unheld, within this account's exposure cap
+            self.offline.admit(account.id, quoted.micro_credits)
+            log.warning("ledger unreachable: %s served without a hold (fail-open)", account.label)
+            call = OpenCall(
+                uuid.uuid4().hex,
+                account.id,
+                account.tier,
+                caller,
+                quoted,
+                time.monotonic(),
+                context,
+                (),
+                True,
+            )
+        else:
+            call = OpenCall(
+                hold_id, account.id, account.tier, caller, quoted, time.monotonic(), context, quotas
+            )
+        self._open[call.hold_id] = call
+        return call
+
+    async def _hold(
+        self, account: Account, model_group: str, quoted: Priced, quotas: tuple[QuotaCheck, ...]
+    ) -> str:
         if quotas:
             await self.run(self.ledger.consume_quotas, account.id, quotas)
         try:
@@ -218,15 +263,16 @@ class CreditGate:
                 account.id,
                 quoted.micro_credits,
                 ttl_seconds=self.settings.hold_ttl_seconds,
-                reference=model_group,
+                reference=model_group[:MAX_MODEL_NAME],
             )
         except BaseException:
             if quotas:
-                await self.run(self.ledger.release_quotas, account.id, quotas)
+                try:
+                    await self.run(self.ledger.release_quotas, account.id, quotas)
+                except CreditsError as exc:
+                    log.error("quota slots of %s not given back: %s", account.label, exc)
             raise
-        call = OpenCall(hold.id, account.id, account.tier, caller, quoted, time.monotonic(), context, quotas)
-        self._open[hold.id] = call
-        return call
+        return hold.id
 
     async def context_for(self, account: Account, caller: Caller | None, now: datetime) -> CallContext:
         byok = account.byok or (caller is not None and caller.byok)
@@ -297,11 +343,22 @@ class CreditGate:
             stream=outcome.stream,
             byok=context.byok,
         )
+        offline = call is not None and call.offline
         try:
-            settlement = await self.run(self.ledger.settle, outcome.hold_id, priced.micro_credits, usage)
+            if offline:
+                settlement = await self.run(
+                    self.ledger.settle_unheld, outcome.hold_id, account_id, priced.micro_credits, usage
+                )
+            else:
+                settlement = await self.run(self.ledger.settle, outcome.hold_id, priced.micro_credits, usage)
         except Exception as exc:
             # LiteLLM would swallow this: park the charge on disk and shout
-            await self.run(self.outbox.append, PendingCharge(outcome.hold_id, priced.micro_credits, usage))
+            pending = PendingCharge(
+                outcome.hold_id, priced.micro_credits, usage, account_id=account_id if offline else None
+            )
+            await self.run(self.outbox.append, pending)
+            if call is not None and offline:
+                self.offline.finished(account_id, call.quoted.micro_credits, priced.micro_credits)
             log.critical(
                 "CHARGE NOT WRITTEN, kept in outbox %s for retry: hold=%s account=%s credits=%s: %s",
                 self.outbox.path,
@@ -314,6 +371,8 @@ class CreditGate:
             return None
         self._remember(settlement)
         self._open.pop(outcome.hold_id, None)
+        if call is not None and offline:
+            self.offline.finished(account_id, call.quoted.micro_credits, 0)
         self._mark_landed(outcome.hold_id)
         return settlement
 
@@ -344,6 +403,9 @@ class CreditGate:
         if hold_id in self._settled:
             return False
         call = self._open.pop(hold_id, None)
+        if call is not None and call.offline:
+            self.offline.finished(call.account_id, call.quoted.micro_credits, 0)
+            return True  # nothing was held in the ledger
         try:
             voided = await self.run(self.ledger.void, hold_id, reason)
             # quotas count served calls: a failed one gives its slot back, once
@@ -354,6 +416,16 @@ class CreditGate:
             # the sweeper voids it when its TTL runs out
             log.error("hold %s not released now (%s); the sweeper will", hold_id, exc)
             return False
+
+    async def renew(self, hold_id: str) -> None:
+        """Keep a long stream's hold from expiring under it."""
+        call = self._open.get(hold_id)
+        if call is None or call.offline:
+            return
+        try:
+            await self.run(self.ledger.renew_hold, hold_id, self.settings.hold_ttl_seconds)
+        except CreditsError as exc:
+            log.error("hold %s not renewed: %s", hold_id, exc)
 
     async def price_listing(self, account: Account) -> dict[str, Any]:
         catalog = self.catalogs.current

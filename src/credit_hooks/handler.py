@@ -19,7 +19,9 @@ Flow of one call:
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -48,6 +50,7 @@ CALL_TYPE_KEY = "credits_call_type"
 _EXEMPT_ROLES = {LitellmUserRoles.PROXY_ADMIN, LitellmUserRoles.PROXY_ADMIN.value}
 # bounded: a stuck ledger must not hold a finished stream open for long
 STREAM_SETTLE_WAIT_SECONDS = 10.0
+_renewals: set[asyncio.Task[None]] = set()
 
 
 def _strip_client_keys(data: dict[str, Any]) -> None:
@@ -127,16 +130,25 @@ class CreditsCallback(CustomLogger):
     async def async_post_call_streaming_iterator_hook(
         self, user_api_key_dict: UserAPIKeyAuth, response: Any, request_data: dict[str, Any]
     ) -> AsyncGenerator[Any, None]:
+        hold_id = _hold_id(request_data)
+        gate = runtime.gate()
+        renew_every = gate.settings.hold_ttl_seconds / 3
+        renewed = time.monotonic()
         async for chunk in response:
             yield chunk
-        hold_id = _hold_id(request_data)
+            if hold_id is not None and time.monotonic() - renewed > renew_every:
+                renewed = time.monotonic()
+                # a stream longer than the TTL keeps its hold; never block the stream on it
+                task = asyncio.create_task(gate.renew(hold_id))
+                _renewals.add(task)  # the loop keeps only a weak reference to a task
+                task.add_done_callback(_renewals.discard)
         # LiteLLM schedules the success event when the upstream stream ends, before
         # this loop finishes; the proxy sends `[DONE]` only after we return. With
         # post-call guardrails it defers the event until after us: then do not wait.
         logging_obj = request_data.get("litellm_logging_obj")
         deferred = getattr(logging_obj, "_on_deferred_stream_complete", None) is not None
         if hold_id is not None and not deferred:
-            landed = await runtime.gate().wait_landed(hold_id, STREAM_SETTLE_WAIT_SECONDS)
+            landed = await gate.wait_landed(hold_id, STREAM_SETTLE_WAIT_SECONDS)
             if not landed:
                 log.error("stream of hold %s ended before its charge was written", hold_id)
 

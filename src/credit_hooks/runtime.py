@@ -111,3 +111,5 @@ async def _drain_outbox(g: CreditGate) -> None:
     landed = await g.run(g.outbox.drain, g.ledger)
     if landed:
         log.warning("outbox: %d pending charges written to the ledger", landed)
+    if not await g.run(g.outbox.pending):
+        g.offline.outbox_drained()

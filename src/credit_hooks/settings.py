@@ -32,6 +32,11 @@ class TierChangeTiming(StrEnum):
     PERIOD_END = "period_end"
 
 
+class OutagePolicy(StrEnum):
+    FAIL_CLOSED = "fail_closed"
+    FAIL_OPEN = "fail_open"
+
+
 class CacheHitCharge(StrEnum):
     FREE = "free"
     FULL = "full"
@@ -60,6 +65,10 @@ class CreditSettings(BaseSettings):
     period_job_seconds: float = Field(default=60.0, ge=0)
     tier_change: TierChangeTiming = TierChangeTiming.IMMEDIATE
     outbox_path: Path = Path("./credits-outbox.jsonl")
+    # the ledger unreachable: refuse calls (503 billing_unavailable), or serve known
+    # accounts up to this many credits of calls not yet written, charged when it is back
+    outage_policy: OutagePolicy = OutagePolicy.FAIL_CLOSED
+    fail_open_exposure_credits: Decimal = Field(default=Decimal(100), ge=0)
     # how long a cached account (tier, status) is trusted before it is read again
     account_cache_seconds: float = Field(default=5.0, ge=0)
     # how stale the period spend behind volume discounts and BYOK allowances may be

@@ -15,7 +15,7 @@ from credit_hooks.gate import CreditGate, OpenCall
 from credit_hooks.identity import Caller, Identity
 from credit_hooks.outcome import Outcome
 from credit_hooks.settings import CreditSettings
-from ledger import Account, Ledger
+from ledger import Account, Ledger, Settlement
 from ledger.outbox import Outbox
 
 PLANS = Path(__file__).with_name("plans.yaml")
@@ -34,8 +34,11 @@ class Clock:
         return self.now
 
 
-def make_gate(ledger: Ledger, tmp_path: Path, clock: Clock, pricing: Path = PLANS) -> CreditGate:
+def make_gate(
+    ledger: Ledger, tmp_path: Path, clock: Clock, pricing: Path = PLANS, **overrides: Any
+) -> CreditGate:
     settings = CreditSettings(
+        **overrides,
         database_url="sqlite://",  # unused: the gate is handed its ledger
         pricing_file=pricing,
         period_job_seconds=0,
@@ -62,8 +65,15 @@ def admit(gate: CreditGate, account: Account, model: str, **kw: Any) -> OpenCall
     return run(gate.admit(caller(account), model, "acompletion", chat(model, **kw)))
 
 
-def finish(gate: CreditGate, call: OpenCall, model: str, cost: str, provider: str = "openai") -> int:
+def settle(
+    gate: CreditGate, call: OpenCall, model: str, cost: str, provider: str = "openai"
+) -> Settlement | None:
+    """What the success hooks do; None when the charge went to the outbox."""
     outcome = Outcome(call.hold_id, model, model, provider, "completion", Decimal(cost), 10, 20, False, False)
-    settlement = run(gate.settle(outcome))
+    return run(gate.settle(outcome))
+
+
+def finish(gate: CreditGate, call: OpenCall, model: str, cost: str, provider: str = "openai") -> int:
+    settlement = settle(gate, call, model, cost, provider)
     assert settlement is not None
     return settlement.charged
