@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from ledger import Account, Balance, Ledger, Settlement, UsageRecord, UsageTotals
+from ledger import Account, Balance, Hold, Ledger, Settlement, UsageRecord, UsageTotals
 from ledger.outbox import Outbox, PendingCharge
 from pricing import (
     Priced,
@@ -73,6 +73,7 @@ class OpenCall:
     quotas: tuple[QuotaCheck, ...] = ()
     # served while the ledger was unreachable (fail-open): no hold exists in the ledger
     offline: bool = False
+    available_after: int | None = None  # the account's available credit once the hold was placed
 
 
 def _utcnow() -> datetime:
@@ -229,7 +230,7 @@ class CreditGate:
         anchor = account.period_anchor or account.created_at
         quotas = tuple(quota_checks(tier, model_group, anchor=anchor, now=now, groups=groups))
         try:
-            hold_id = await self._hold(account, model_group, quoted, quotas)
+            hold = await self._hold(account, model_group, quoted, quotas)
         except BillingUnavailable:
             # fail-open (or a 503): served unheld, within this account's exposure cap
             self.offline.admit(account.id, quoted.micro_credits)
@@ -247,14 +248,22 @@ class CreditGate:
             )
         else:
             call = OpenCall(
-                hold_id, account.id, account.tier, caller, quoted, time.monotonic(), context, quotas
+                hold.id,
+                account.id,
+                account.tier,
+                caller,
+                quoted,
+                time.monotonic(),
+                context,
+                quotas,
+                available_after=hold.available_after,
             )
         self._open[call.hold_id] = call
         return call
 
     async def _hold(
         self, account: Account, model_group: str, quoted: Priced, quotas: tuple[QuotaCheck, ...]
-    ) -> str:
+    ) -> Hold:
         if quotas:
             await self.run(self.ledger.consume_quotas, account.id, quotas)
         try:
@@ -272,7 +281,7 @@ class CreditGate:
                 except CreditsError as exc:
                     log.error("quota slots of %s not given back: %s", account.label, exc)
             raise
-        return hold.id
+        return hold
 
     async def context_for(self, account: Account, caller: Caller | None, now: datetime) -> CallContext:
         byok = account.byok or (caller is not None and caller.byok)
@@ -485,6 +494,17 @@ class CreditGate:
             }
             for c, n in zip(listed, used, strict=True)
         ]
+
+    async def available(self, hold_id: str | None, account_id: int) -> int:
+        """The account's available credit for the response headers, read only when not already known."""
+        if hold_id is not None:
+            settlement = self._settled.get(hold_id)
+            if settlement is not None:
+                return settlement.available_after
+            call = self._open.get(hold_id)
+            if call is not None and call.available_after is not None:
+                return call.available_after
+        return (await self.balance(account_id)).available
 
     async def balance(self, account_id: int) -> Balance:
         return await self.run(self.ledger.balance, account_id)

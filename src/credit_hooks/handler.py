@@ -208,8 +208,7 @@ class CreditsCallback(CustomLogger):
             settlement = gate.settled(hold_id) if hold_id else None
             if settlement is not None:
                 headers["x-credits-charged"] = credits_text(settlement.charged)
-            balance = await gate.balance(account_id)
-            headers["x-credits-remaining"] = credits_text(balance.available)
+            headers["x-credits-remaining"] = credits_text(await gate.available(hold_id, account_id))
         except Exception:
             log.exception("credit headers unavailable for account %s", account_id)
         return headers or None
