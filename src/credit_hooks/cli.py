@@ -144,9 +144,17 @@ def key_issue(
     user_id: Annotated[str | None, typer.Option(help="user id the key carries")] = None,
     team_id: Annotated[str | None, typer.Option(help="team id the key carries")] = None,
 ) -> None:
-    """Issue an API key bound to an account; it is shown once."""
+    """Issue an API key bound to an account; it is shown once. A team's keys are limited to its tier's seats."""
     ledger = _ledger()
     account = _account(ledger, ref)
+    seats = _catalog(ledger).tier(account.tier).seats
+    if account.kind == "team" and seats is not None:
+        members = {k.user_id for k in ledger.list_keys(account.id) if k.revoked_at is None}
+        if user_id not in members and len(members) >= seats:
+            raise typer.BadParameter(
+                f"{account.label} uses all {seats} seats of tier {account.tier}; "
+                "revoke a member's keys or move the team to a larger tier"
+            )
     issued = ledger.issue_key(account.id, user_id=user_id, team_id=team_id, alias=alias)
     out.print(issued.plaintext, soft_wrap=True)
     err.print(f"key {issued.key.key_prefix}… bound to {account.label}; it is not shown again")
