@@ -33,7 +33,6 @@ from pricing import (
     micro_to_credits,
     period_bounds,
     price,
-    price_list,
     quota_checks,
     quote,
 )
@@ -78,10 +77,6 @@ class OpenCall:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _num(value: Decimal) -> str:
-    return format(value.normalize(), "f")
 
 
 def limit_max_tokens(tier: Tier, call_type: str, data: dict[str, Any]) -> None:
@@ -435,65 +430,6 @@ class CreditGate:
             await self.run(self.ledger.renew_hold, hold_id, self.settings.hold_ttl_seconds)
         except CreditsError as exc:
             log.error("hold %s not renewed: %s", hold_id, exc)
-
-    async def price_listing(self, account: Account) -> dict[str, Any]:
-        catalog = self.catalogs.current
-        tier = catalog.tier(account.tier)
-        names = self.deployments.model_groups()
-        rates = {}
-        providers: dict[str, str | None] = {}
-        groups = {}
-        for name in names:
-            # the dearest deployment of a group is the price a caller may pay
-            dearest = max(
-                self.deployments.deployments(name),
-                key=lambda d: (d.rates.output_per_token, d.rates.input_per_token),
-            )
-            rates[name] = dearest.rates
-            providers[name] = dearest.provider
-            groups[name] = self.deployments.groups(name)
-        views = price_list(catalog, account.tier, rates, groups=groups, providers=providers)
-        quotas = await self._quota_status(account, tier)
-        return {
-            "quotas": quotas,
-            "tier": {"code": tier.code, "name": tier.name},
-            "catalog_version": catalog.version,
-            "usd_per_credit": str(catalog.usd_per_credit),
-            "models": [
-                {
-                    "model": v.model,
-                    "input_credits_per_1m": _num(v.input_credits_per_1m),
-                    "output_credits_per_1m": _num(v.output_credits_per_1m),
-                    "fee_per_call_credits": _num(v.fee_per_call_credits),
-                    "min_charge_credits": _num(v.min_charge_credits)
-                    if v.min_charge_credits is not None
-                    else None,
-                    "rule": v.rule_id,
-                }
-                for v in views
-            ],
-        }
-
-    async def _quota_status(self, account: Account, tier: Tier) -> list[dict[str, Any]]:
-        now = self.clock()
-        anchor = account.period_anchor or account.created_at
-        checks: dict[str, QuotaCheck] = {}
-        # each quota's own pattern names its pool; the monthly call limit comes with any of them
-        for pattern in [q.model for q in tier.quotas] or ["*"]:
-            for check in quota_checks(tier, pattern, anchor=anchor, now=now):
-                checks.setdefault(check.scope, check)
-        listed = list(checks.values())
-        used = await self.run(self.ledger.quota_usage, account.id, listed) if listed else []
-        return [
-            {
-                "quota": c.what,
-                "limit": c.limit,
-                "used": n,
-                "left": max(0, c.limit - n),
-                "resets_at": c.window_end.isoformat(),
-            }
-            for c, n in zip(listed, used, strict=True)
-        ]
 
     async def available(self, hold_id: str | None, account_id: int) -> int:
         """The account's available credit for the response headers, read only when not already known."""

@@ -15,6 +15,7 @@ from pricing.errors import CreditsError
 from . import runtime
 from .http_errors import headers_for, status_for
 from .identity import caller_from_auth
+from .prices import price_listing
 
 router = APIRouter(prefix="/credits", tags=["credits"])
 Auth = Annotated[UserAPIKeyAuth, Depends(user_api_key_auth)]
@@ -79,7 +80,7 @@ async def prices(auth: Auth) -> dict[str, Any] | JSONResponse:
     gate = runtime.gate()
     try:
         account = await gate.account_for(caller_from_auth(auth, gate.settings.account_order))
-        listing = await gate.price_listing(account)
+        listing = await price_listing(gate, account)
     except CreditsError as exc:
         return _error(exc)
     return {"account": account.label, **listing}
