@@ -18,11 +18,9 @@ import atexit
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,41 +31,14 @@ from typing import Any
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
-def _reexec_on_commit(argv: list[str]) -> None:
-    """``--commit REV``: run again on a snapshot of that commit's ``src/`` (``git archive``).
-
-    Others may be editing the work tree while a run takes minutes; a snapshot
-    makes the figures belong to one commit. The bench itself still runs from here.
-    """
-    if "--commit" not in argv or os.environ.get("BENCH_MEASURED_COMMIT"):
-        return
-    at = argv.index("--commit")
-    if at + 1 >= len(argv):
-        sys.exit("--commit needs a revision")
-    repo = Path(__file__).resolve().parents[1]
-    sha = subprocess.run(
-        ["git", "rev-parse", "--short", argv[at + 1]], cwd=repo, capture_output=True, text=True, check=True
-    ).stdout.strip()
-    dest = Path(tempfile.mkdtemp(prefix="credits-bench-src-"))
-    archive = subprocess.run(["git", "archive", sha, "src"], cwd=repo, capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    path = os.pathsep.join(p for p in (str(dest / "src"), str(repo), os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "PYTHONPATH": path, "BENCH_MEASURED_COMMIT": sha, "BENCH_SRC_SNAPSHOT": str(dest)}
-    sys.stdout.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "bench", *argv], env)
-
-
-def _drop_snapshot() -> None:
-    snapshot = os.environ.get("BENCH_SRC_SNAPSHOT")
-    if snapshot and Path(snapshot).name.startswith("credits-bench-src-"):
-        shutil.rmtree(snapshot, ignore_errors=True)
-
-
 if __name__ == "__main__":
-    _reexec_on_commit(sys.argv[1:])
+    from .snapshot import reexec_on_commit
+
+    reexec_on_commit("bench", sys.argv[1:])
 
 # after the re-exec: these import the ledger, from the snapshot when --commit is given
-from . import ledger_bench, machine, pg, procs, proxy_bench, report  # noqa: E402
+from . import ledger_bench, machine, pg, procs, proxy_bench, report
+from .snapshot import drop_snapshot
 
 HARD_LIMIT_S = {"quick": 6 * 60, "full": 15 * 60}
 
@@ -152,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = "quick" if args.quick else "full"
     plan = PLANS[mode]
     procs.install_cleanup()
-    atexit.register(_drop_snapshot)
+    atexit.register(drop_snapshot)
     signal.signal(signal.SIGALRM, _timeout)
     signal.alarm(HARD_LIMIT_S[mode])
     started = time.monotonic()
