@@ -113,6 +113,7 @@ class CreditGate:
         self._settled: OrderedDict[str, Settlement] = OrderedDict()
         # streams waiting for their charge to reach disk before the client sees the end
         self._landed: dict[str, asyncio.Event] = {}
+        self._settling: dict[str, asyncio.Future[Settlement | None]] = {}
         self.offline = OfflineBook(
             settings.outage_policy is OutagePolicy.FAIL_OPEN,
             credits_to_micro(settings.fail_open_exposure_credits),
@@ -301,10 +302,30 @@ class CreditGate:
         return self._settled.get(hold_id)
 
     async def settle(self, outcome: Outcome, caller: Caller | None = None) -> Settlement | None:
-        """Charge the call once. A charge the ledger refuses goes to the outbox, never nowhere."""
+        """Charge the call once. A charge the ledger refuses goes to the outbox, never nowhere.
+
+        LiteLLM starts the success event before the post-call hook of the same call,
+        so both arrive here together: the second waits for the first instead of
+        asking the ledger again (the ledger would refuse a second charge anyway, but
+        only after a transaction of its own).
+        """
         done = self._settled.get(outcome.hold_id)
         if done is not None:
             return done
+        running = self._settling.get(outcome.hold_id)
+        if running is not None:
+            return await asyncio.shield(running)
+        task = asyncio.ensure_future(self._settle_once(outcome, caller))
+        self._settling[outcome.hold_id] = task
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._settling.pop(outcome.hold_id, None)
+            else:
+                task.add_done_callback(lambda _: self._settling.pop(outcome.hold_id, None))
+
+    async def _settle_once(self, outcome: Outcome, caller: Caller | None) -> Settlement | None:
         call = self._open.get(outcome.hold_id)
         if call is not None:
             tier, account_id, context = call.tier, call.account_id, call.context
