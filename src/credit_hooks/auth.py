@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections import OrderedDict
 
 from fastapi import Request
 from litellm.proxy._types import LitellmUserRoles, ProxyException, UserAPIKeyAuth
@@ -21,7 +22,9 @@ from .identity import BOUND_ACCOUNT_KEY, BYOK_KEY
 
 # a revoked key stops working within this many seconds on every replica
 _KEY_CACHE_SECONDS = 10.0
-_keys: dict[str, tuple[float, ApiKey | None]] = {}
+# unknown keys are cached too (no database read per guess), so the cache is bounded
+_KEY_CACHE_SIZE = 10_000
+_keys: OrderedDict[str, tuple[float, ApiKey | None]] = OrderedDict()
 
 
 def _master_key() -> str | None:
@@ -40,6 +43,20 @@ def _unauthorized(reason: str) -> ProxyException:
     )
 
 
+def _auth_for(key: ApiKey | None) -> UserAPIKeyAuth | None:
+    """A fresh object per request: LiteLLM keeps the one we return and writes to it."""
+    if key is None or key.revoked_at is not None:
+        return None
+    return UserAPIKeyAuth(
+        api_key=key.key_hash,
+        token=key.key_hash,
+        key_alias=key.alias,
+        user_id=key.user_id,
+        team_id=key.team_id,
+        metadata={BOUND_ACCOUNT_KEY: key.account_id, BYOK_KEY: key.byok},
+    )
+
+
 async def _find_key(plaintext: str) -> ApiKey | None:
     digest = hash_key(plaintext)
     now = time.monotonic()
@@ -49,6 +66,9 @@ async def _find_key(plaintext: str) -> ApiKey | None:
     gate = runtime.gate()
     key = await gate.run(gate.ledger.get_key_by_hash, digest)
     _keys[digest] = (now + _KEY_CACHE_SECONDS, key)
+    _keys.move_to_end(digest)
+    while len(_keys) > _KEY_CACHE_SIZE:
+        _keys.popitem(last=False)
     return key
 
 
@@ -60,14 +80,7 @@ async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
         return UserAPIKeyAuth(
             api_key=hash_key(api_key), user_role=LitellmUserRoles.PROXY_ADMIN, user_id="admin"
         )
-    key = await _find_key(api_key)
-    if key is None or key.revoked_at is not None:
+    auth = _auth_for(await _find_key(api_key))
+    if auth is None:
         raise _unauthorized("unknown or revoked key")
-    return UserAPIKeyAuth(
-        api_key=key.key_hash,
-        token=key.key_hash,
-        key_alias=key.alias,
-        user_id=key.user_id,
-        team_id=key.team_id,
-        metadata={BOUND_ACCOUNT_KEY: key.account_id, BYOK_KEY: key.byok},
-    )
+    return auth
