@@ -100,3 +100,19 @@ def test_the_master_key_is_not_billed(books: Ledger) -> None:
     admin = UserAPIKeyAuth(api_key="hash", user_role=LitellmUserRoles.PROXY_ADMIN)
     asyncio.run(credits_callback.async_pre_call_hook(admin, None, data, "acompletion"))
     assert "credits_hold_id" not in data["metadata"]
+
+
+def test_guessed_keys_cannot_grow_the_key_cache_without_bound(
+    books: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from credit_hooks import auth
+
+    monkeypatch.setattr(auth, "_KEY_CACHE_SIZE", 50)
+    auth._keys.clear()
+
+    async def guess() -> None:
+        for i in range(120):
+            assert await auth._find_key(f"sk-cr-guess-{i}") is None
+
+    asyncio.run(guess())
+    assert len(auth._keys) == 50
