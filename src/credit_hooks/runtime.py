@@ -95,7 +95,11 @@ async def _reload_catalog(g: CreditGate) -> None:
 
 
 async def _sweep(g: CreditGate) -> None:
-    expired = await g.run(g.ledger.expire_stale_holds)
+    # one replica at a time (voiding twice would be harmless, but it is wasted work)
+    lease = max(1.0, g.settings.sweep_interval_seconds * 0.9)
+    expired = await g.run(
+        g.ledger.run_exclusive, "credits-sweeper", g.ledger.expire_stale_holds, lease_seconds=lease
+    )
     if expired:
         log.warning("sweeper voided %d expired holds", expired)
     g.sweep_memory()
