@@ -25,9 +25,10 @@ WORKERS = 50
 T = TypeVar("T")
 
 
-@pytest.fixture
-def race_ledger(db_url: str) -> Iterator[Ledger]:
-    book = Ledger(db_url, pool_size=WORKERS, max_overflow=5, pool_timeout=60)
+@pytest.fixture(params=[False, True], ids=["one-commit-each", "group-commit"])
+def race_ledger(db_url: str, request: pytest.FixtureRequest) -> Iterator[Ledger]:
+    """Every race runs twice: one transaction per call, and group commit (``ledger.batch``)."""
+    book = Ledger(db_url, pool_size=WORKERS, max_overflow=5, pool_timeout=60, group_commit=request.param)
     book.create_schema()
     try:
         yield book

@@ -115,6 +115,7 @@ class LedgerMachine(RuleBasedStateMachine):
     """``shared`` None: a fresh in-memory SQLite ledger per example; else that ledger."""
 
     shared: Ledger | None = None
+    group_commit = False
     clock = Clock()
     holds = Bundle("holds")
 
@@ -122,7 +123,7 @@ class LedgerMachine(RuleBasedStateMachine):
         super().__init__()
         self.clock.now = START
         if self.shared is None:
-            self.ledger = Ledger("sqlite://", clock=self.clock)
+            self.ledger = Ledger("sqlite://", clock=self.clock, group_commit=self.group_commit)
             self.ledger.create_schema()
         else:
             self.ledger = self.shared
@@ -338,9 +339,20 @@ LedgerMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=
 test_ledger_matches_model = LedgerMachine.TestCase
 
 
+class GroupCommitMachine(LedgerMachine):
+    """The same model with ``hold`` and ``settle`` going through the group-commit writer."""
+
+    group_commit = True
+
+
+GroupCommitMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=30, deadline=None)
+test_ledger_matches_model_with_group_commit = GroupCommitMachine.TestCase
+
+
 @pytest.mark.postgres
-def test_ledger_matches_model_on_postgres(pg_url: str) -> None:
-    book = Ledger(pg_url, clock=LedgerMachine.clock)
+@pytest.mark.parametrize("group_commit", [False, True], ids=["one-commit-each", "group-commit"])
+def test_ledger_matches_model_on_postgres(pg_url: str, group_commit: bool) -> None:
+    book = Ledger(pg_url, clock=LedgerMachine.clock, group_commit=group_commit)
     book.create_schema()
 
     class OnPostgres(LedgerMachine):
@@ -348,7 +360,8 @@ def test_ledger_matches_model_on_postgres(pg_url: str) -> None:
 
     try:
         run_state_machine_as_test(
-            OnPostgres, settings=settings(max_examples=25, stateful_step_count=20, deadline=None)
+            OnPostgres,
+            settings=settings(max_examples=15 if group_commit else 25, stateful_step_count=20, deadline=None),
         )
         assert book.audit() == []
     finally:
