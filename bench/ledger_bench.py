@@ -63,6 +63,22 @@ def open_books(url: str, accounts: int) -> tuple[Ledger, list[int]]:
     return ledger, ids
 
 
+def group_commit_ledger(url: str) -> Ledger | None:
+    """A second ledger on the same books with group commit on; None when the measured
+    commit predates ``Ledger(group_commit=...)`` (``--commit`` of an older revision)."""
+    try:
+        return Ledger(url, pool_size=10, max_overflow=5, group_commit=True)  # type: ignore[call-arg,unused-ignore]
+    except TypeError:
+        return None
+
+
+def _batch_counts(ledger: Ledger | None) -> tuple[int, int]:
+    committer = getattr(ledger, "group_commit", None)
+    if committer is None:
+        return (0, 0)
+    return (committer.batches, committer.operations)
+
+
 # -- a bounded, threaded loop ------------------------------------------------------------
 
 
@@ -255,6 +271,7 @@ def throughput(
     out: dict[str, Any] = {}
     for backend, url in backends.items():
         ledger, ids = open_books(url, accounts)
+        grouped = group_commit_ledger(url)
         if backend == "postgresql":
             raw_pg_setup(url, accounts)
         raw_path = workdir / "raw.sqlite"
@@ -264,6 +281,8 @@ def throughput(
                 per_round = cell_seconds / rounds
                 hot_runs: list[dict[str, Any]] = []
                 raw_runs: list[dict[str, Any]] = []
+                group_runs: list[dict[str, Any]] = []
+                batches_before = _batch_counts(grouped)
                 for _ in range(rounds):
                     raw_ctx = (
                         raw_pg_workers(url, threads, accounts, hot=True)
@@ -280,6 +299,15 @@ def throughput(
                             max_ops,
                         )
                     )
+                    if grouped is not None:
+                        group_runs.append(
+                            run_threads(
+                                lambda n, lg=grouped, ac=ids: ledger_cycle(lg, ac, True, n),
+                                threads,
+                                per_round,
+                                max_ops,
+                            )
+                        )
                 spread = [
                     run_threads(
                         lambda n, lg=ledger, ac=ids: ledger_cycle(lg, ac, False, n),
@@ -299,16 +327,36 @@ def throughput(
                     else float("nan"),
                     3,
                 )
+                if group_runs:
+                    cell["ledger_hot_group_commit"] = summarize(group_runs)
+                    cell["group_commit_hot_vs_raw"] = r(
+                        (cell["ledger_hot_group_commit"]["per_s"] or 0) / cell["raw_hot"]["per_s"]
+                        if cell["raw_hot"]["per_s"]
+                        else float("nan"),
+                        3,
+                    )
+                    batches, operations = (
+                        a - b for a, b in zip(_batch_counts(grouped), batches_before, strict=True)
+                    )
+                    cell["group_commit_ops_per_batch"] = r(operations / batches if batches else 0.0, 2)
                 res[f"threads_{threads}"] = cell
                 log(
                     f"  ledger {backend:10s} threads={threads}: hot {cell['ledger_hot']['per_s']}/s, "
                     f"{accounts} accounts {cell['ledger_spread']['per_s']}/s, "
                     f"raw UPDATE+INSERT {cell['raw_hot']['per_s']}/s"
+                    + (
+                        f", hot with group commit {cell['ledger_hot_group_commit']['per_s']}/s "
+                        f"({cell['group_commit_ops_per_batch']} ops/batch)"
+                        if group_runs
+                        else ""
+                    )
                 )
             problems = ledger.audit()
             res["audit_problems"] = problems[:5]
         finally:
             ledger.dispose()
+            if grouped is not None:
+                grouped.dispose()
         out[backend] = res
     return out
 
