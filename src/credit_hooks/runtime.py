@@ -34,7 +34,7 @@ def gate() -> CreditGate:
         with _lock:
             if _gate is None:
                 settings = load_settings()
-                ledger = Ledger(settings.database_url)
+                ledger = Ledger(settings.database_url, group_commit=settings.group_commit)
                 # the embedded SQLite file is created or upgraded in place; a PostgreSQL
                 # shared by replicas is migrated by the operator (credits-admin db init)
                 if ledger.dialect == "sqlite":
@@ -42,8 +42,9 @@ def gate() -> CreditGate:
                 catalogs = CatalogSource(settings.pricing_file, ledger.catalog_rows, ledger.catalog_stamp)
                 _gate = CreditGate(settings, catalogs, ledger, Outbox(settings.outbox_path))
                 log.warning(
-                    "litellm-credits ready: ledger %s, catalog %s (version %s)",
+                    "litellm-credits ready: ledger %s%s, catalog %s (version %s)",
                     ledger.url,
+                    " with group commit" if settings.group_commit else "",
                     settings.pricing_file,
                     catalogs.current.version,
                 )

@@ -69,6 +69,9 @@ class CreditSettings(BaseSettings):
     # accounts up to this many credits of calls not yet written, charged when it is back
     outage_policy: OutagePolicy = OutagePolicy.FAIL_CLOSED
     fail_open_exposure_credits: Decimal = Field(default=Decimal(100), ge=0)
+    # holds and settles from concurrent calls share one commit (a writer thread per
+    # proxy); a call still returns only after the commit that holds its write
+    group_commit: bool = False
     # how long a cached account (tier, status) is trusted before it is read again
     account_cache_seconds: float = Field(default=5.0, ge=0)
     # how stale the period spend behind volume discounts and BYOK allowances may be
