@@ -98,12 +98,14 @@ class GroupCommitter:
         """Run ``op(conn)`` in the next batch; return its result after the batch commits.
 
         Raises what ``op`` raised (a database outage as ``BillingUnavailable``). May
-        return ``RUN_ALONE``: the caller must then run the operation unbatched.
+        return ``RUN_ALONE``: the caller must then run the operation unbatched (also
+        after ``close``, so a disposed ledger behaves as one without group commit:
+        its engine hands out new connections on demand).
         """
         future: Future[Any] = Future()
         with self._close_lock:
             if self._closed:
-                raise BillingUnavailable("the ledger was disposed")
+                return RUN_ALONE
             self._queue.put((op, future))
         return future.result()
 

@@ -165,10 +165,15 @@ def test_dispose_stops_the_writer(db_url: str) -> None:
     hold = ledger.hold(acc, X, ttl_seconds=60)
     ledger.settle(hold.id, X, USAGE)
     committer = writer(ledger)
+    batches = committer.batches
     ledger.dispose()
     assert not committer._thread.is_alive()
-    with pytest.raises(BillingUnavailable):
-        ledger.hold(acc, X, ttl_seconds=60)
+    # Used after dispose (as a ledger without group commit can be): it runs unbatched.
+    again = ledger.hold(acc, X, ttl_seconds=60)
+    ledger.settle(again.id, X, USAGE)
+    assert committer.batches == batches
+    assert ledger.audit() == []
+    ledger.dispose()
 
 
 def test_group_commit_is_off_by_default(db_url: str) -> None:
