@@ -345,7 +345,7 @@ class GroupCommitMachine(LedgerMachine):
     group_commit = True
 
 
-GroupCommitMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=30, deadline=None)
+GroupCommitMachine.TestCase.settings = settings(max_examples=20, stateful_step_count=30, deadline=None)
 test_ledger_matches_model_with_group_commit = GroupCommitMachine.TestCase
 
 
@@ -361,7 +361,7 @@ def test_ledger_matches_model_on_postgres(pg_url: str, group_commit: bool) -> No
     try:
         run_state_machine_as_test(
             OnPostgres,
-            settings=settings(max_examples=15 if group_commit else 25, stateful_step_count=20, deadline=None),
+            settings=settings(max_examples=12 if group_commit else 25, stateful_step_count=20, deadline=None),
         )
         assert book.audit() == []
     finally:
