@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up and start the LiteLLM proxy with litellm-credits on SQLite, serving demo
-# models that need no provider key. Prints a demo API key with 1000 credits.
+# models that need no provider key. Prints a demo API key on the pro plan
+# (1000 bonus credits, plus 10000 monthly credits the proxy grants at start).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

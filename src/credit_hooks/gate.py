@@ -167,7 +167,7 @@ class CreditGate:
     ) -> Priced:
         catalog = self.catalogs.current
         priced: list[Priced] = []
-        for case in cases:
+        for case in (self._bounded(c, model_group) for c in cases):
             if case.rates is not None:
                 priced.append(
                     quote(
@@ -201,6 +201,19 @@ class CreditGate:
                     )
                 )
         return max(priced, key=lambda p: p.micro_credits)
+
+    def _bounded(self, case: WorstCase, model_group: str) -> WorstCase:
+        """A model nobody can price (not in LiteLLM's map nor the catalog) is held at the fallback.
+
+        Its worst case would otherwise be zero, and a zero hold lets any account call it;
+        a model the catalog declares free keeps its zero.
+        """
+        rates, catalog = case.rates, self.catalogs.current
+        if rates is None or rates.input_per_token or rates.output_per_token or model_group in catalog.models:
+            return case
+        if catalog.free_models is not None and catalog.free_models.matches(model_group):
+            return case
+        return WorstCase(case.provider, 0, 0, None, self.settings.fallback_hold_usd)
 
     async def admit(self, caller: Caller, model_group: str, call_type: str, data: dict[str, Any]) -> OpenCall:
         """Check access, limits and quotas and place the worst-case hold; raises a ``RequestRejected``."""

@@ -157,3 +157,15 @@ def test_quotas_hold_under_concurrent_calls(ledger: Ledger, tmp_path: Path) -> N
 
     assert sum(not isinstance(r, BaseException) for r in results) == 2
     assert all(isinstance(r, QuotaExceeded) for r in results if isinstance(r, BaseException))
+
+
+def test_a_model_nobody_can_price_is_held_at_the_fallback(ledger: Ledger, tmp_path: Path) -> None:
+    clock = Clock(datetime(2026, 2, 10, 12, 0, tzinfo=UTC))
+    gate = make_gate(ledger, tmp_path, clock)
+    account = open_account(ledger, "unpriced", "business", clock)
+
+    call = admit(gate, account, "my-private-finetune", max_tokens=10)
+
+    # not in LiteLLM's cost map nor the catalog: held at CREDITS_FALLBACK_HOLD_USD ($0.10 = 100 credits)
+    assert call.quoted.micro_credits == 100 * MICRO
+    assert ledger.balance(account.id).held == 100 * MICRO
