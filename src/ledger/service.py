@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from pricing.errors import AccountNotFound, HoldNotFound, InvalidOperation
 
@@ -56,6 +57,7 @@ STALE_BATCH = 500
 TIER_CHANGE_BATCH = 500
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 
 def _aware(now: datetime) -> datetime:
@@ -338,18 +340,13 @@ class Ledger:
     def apply_due_tier_changes(self, now: datetime | None = None) -> int:
         """Apply every scheduled tier change due at ``now``; returns how many accounts changed."""
         at = _aware(now) if now is not None else self._clock()
-        count = 0
-        while True:
-            with self._uow() as session:
-                batch = tier_changes.due_ids(session, at, TIER_CHANGE_BATCH)
-            done = 0
-            for account_id in batch:
-                with self._uow() as session:
-                    if tier_changes.apply_due(session, accounts.lock(session, account_id), at):
-                        done += 1
-            count += done
-            if len(batch) < TIER_CHANGE_BATCH or done == 0:
-                return count
+        return self._each_due(
+            lambda session: tier_changes.due_ids(session, at, TIER_CHANGE_BATCH),
+            lambda session, account_id: tier_changes.apply_due(
+                session, accounts.lock(session, account_id), at
+            ),
+            TIER_CHANGE_BATCH,
+        )
 
     # -- keys -----------------------------------------------------------------
 
@@ -945,17 +942,36 @@ class Ledger:
     def expire_stale_holds(self, now: datetime | None = None) -> int:
         """Mark open holds past their expiry as expired (releasing them); returns how many."""
         at = _aware(now) if now is not None else self._clock()
+        return self._each_due(
+            lambda session: holds.stale_ids(session, at, STALE_BATCH),
+            lambda session, hold_id: holds.void(
+                session, hold_id, status="expired", reason="hold expired", now=at
+            ),
+            STALE_BATCH,
+        )
+
+    def _each_due(
+        self,
+        due: Callable[[Session], Sequence[K]],
+        apply: Callable[[Session, K], bool],
+        batch_size: int,
+    ) -> int:
+        """Apply ``apply`` to every due item, one transaction each, so one bad row stalls nothing else.
+
+        Stops when a page comes back short, or when a full page changed nothing (the same
+        rows would come back forever).
+        """
         count = 0
         while True:
             with self._uow() as session:
-                batch = holds.stale_ids(session, at, STALE_BATCH)
+                batch = due(session)
             done = 0
-            for hold_id in batch:
+            for item in batch:
                 with self._uow() as session:
-                    if holds.void(session, hold_id, status="expired", reason="hold expired", now=at):
+                    if apply(session, item):
                         done += 1
             count += done
-            if len(batch) < STALE_BATCH or done == 0:
+            if len(batch) < batch_size or done == 0:
                 return count
 
     # -- reading --------------------------------------------------------------
