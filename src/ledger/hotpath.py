@@ -353,6 +353,20 @@ def settle(
     entries.extend(burn(conn, charge))
     conn.execute(INSERT_ENTRY, entries)
     event_id = insert_usage(conn, charge, usage)
+    return _settled(hold_id, account_id, amount, micro, event_id, now, balance, held)
+
+
+def _settled(
+    hold_id: str,
+    account_id: int,
+    amount: int,
+    micro: int,
+    event_id: int,
+    now: datetime,
+    balance: int,
+    held: int,
+) -> Settlement:
+    """The result of a fresh settle, from the figures its statements returned."""
     return Settlement(
         hold_id=hold_id,
         account_id=account_id,
@@ -390,17 +404,7 @@ def _settle_pg(
         # The first live grant did not cover it: burn grant by grant, the rest is debt.
         entries = burn_loop(conn, _Charge(hold_id, account_id, micro, reference, reason, now))
         conn.execute(INSERT_ENTRY, entries)
-    return Settlement(
-        hold_id=hold_id,
-        account_id=account_id,
-        held=amount,
-        charged=micro,
-        usage_event_id=event_id,
-        late=False,
-        settled_at=now,
-        balance_after=balance,
-        available_after=balance - held,
-    )
+    return _settled(hold_id, account_id, amount, micro, event_id, now, balance, held)
 
 
 def burn(conn: Connection, charge: _Charge) -> list[dict[str, Any]]:

@@ -224,46 +224,30 @@ class Ledger:
     def set_tier(self, account_id: int, tier: str) -> Account:
         if not tier:
             raise InvalidOperation("tier must be non-empty")
-        with self._uow() as session:
-            row = accounts.lock(session, account_id)
-            row.tier = tier
-            row.updated_at = self._clock()
-            session.flush()
-            return convert.account(row)
+        return self._update_account(account_id, tier=tier)
 
     def set_status(self, account_id: int, status: str) -> Account:
         accounts.check_status(status)
-        with self._uow() as session:
-            row = accounts.lock(session, account_id)
-            row.status = status
-            row.updated_at = self._clock()
-            session.flush()
-            return convert.account(row)
+        return self._update_account(account_id, status=status)
 
     def set_overdraft_limit(self, account_id: int, overdraft_limit: int) -> Account:
         _nonnegative("overdraft_limit", overdraft_limit)
-        with self._uow() as session:
-            row = accounts.lock(session, account_id)
-            row.overdraft_limit = overdraft_limit
-            row.updated_at = self._clock()
-            session.flush()
-            return convert.account(row)
+        return self._update_account(account_id, overdraft_limit=overdraft_limit)
 
     def set_byok(self, account_id: int, byok: bool) -> Account:
         """Switch the account's bring-your-own-key mode."""
-        with self._uow() as session:
-            row = accounts.lock(session, account_id)
-            row.byok = bool(byok)
-            row.updated_at = self._clock()
-            session.flush()
-            return convert.account(row)
+        return self._update_account(account_id, byok=bool(byok))
 
     def set_period_anchor(self, account_id: int, period_anchor: datetime) -> Account:
         """Move the start of the account's billing periods (a new subscription, say)."""
         _aware(period_anchor)
+        return self._update_account(account_id, period_anchor=period_anchor)
+
+    def _update_account(self, account_id: int, **fields: Any) -> Account:
         with self._uow() as session:
             row = accounts.lock(session, account_id)
-            row.period_anchor = period_anchor
+            for name, value in fields.items():
+                setattr(row, name, value)
             row.updated_at = self._clock()
             session.flush()
             return convert.account(row)
