@@ -96,3 +96,38 @@ def ledger(db_url: str) -> Iterator[Ledger]:
         assert problems == [], "ledger audit failed after the test:\n" + "\n".join(problems)
     finally:
         book.dispose()
+
+
+REDIS_TEST_URL = os.environ.get("CREDITS_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The test Redis (db 9 unless ``CREDITS_TEST_REDIS_URL``); skipped locally, failed in CI
+    when it is unreachable. Tests keep to their own ``redis_prefix``: the database is shared."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_TEST_URL, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        service_missing(f"Redis at {REDIS_TEST_URL}", str(error))
+    finally:
+        client.close()
+    return REDIS_TEST_URL
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    import redis
+
+    prefix = f"test-{os.getpid()}-{secrets.token_hex(4)}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=500))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

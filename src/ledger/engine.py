@@ -30,13 +30,21 @@ def normalize_url(url: str | URL) -> URL:
 
 
 def make_engine(
-    url: str | URL, *, pool_size: int = 10, max_overflow: int = 5, pool_timeout: float = 10.0
+    url: str | URL,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 5,
+    pool_timeout: float = 10.0,
+    synchronous_commit: bool = True,
 ) -> Engine:
+    """``synchronous_commit=False`` (PostgreSQL only): this engine's commits return before
+    their WAL record is flushed. Only for writes a crash may lose (see ``Ledger.hold``)."""
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
     return create_engine(
         parsed,
+        connect_args={} if synchronous_commit else {"options": "-c synchronous_commit=off"},
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=pool_timeout,

@@ -37,6 +37,8 @@ class PendingCharge:
     micro: int
     usage: UsageRecord
     account_id: int | None = None
+    # A call whose credit was lent from an escrow hold: charged with ``settle_escrowed``.
+    escrow_hold_id: str | None = None
 
     def to_json(self) -> str:
         usage = asdict(self.usage)
@@ -44,6 +46,8 @@ class PendingCharge:
         raw: dict[str, Any] = {"hold_id": self.hold_id, "micro": self.micro, "usage": usage}
         if self.account_id is not None:
             raw["account_id"] = self.account_id
+        if self.escrow_hold_id is not None:
+            raw["escrow_hold_id"] = self.escrow_hold_id
         return json.dumps(raw, sort_keys=True)
 
     @classmethod
@@ -52,11 +56,13 @@ class PendingCharge:
         usage = dict(raw["usage"])
         usage["provider_cost_usd"] = Decimal(usage["provider_cost_usd"])
         account_id = raw.get("account_id")
+        escrow = raw.get("escrow_hold_id")
         return cls(
             hold_id=str(raw["hold_id"]),
             micro=int(raw["micro"]),
             usage=UsageRecord(**usage),
             account_id=int(account_id) if account_id is not None else None,
+            escrow_hold_id=str(escrow) if escrow is not None else None,
         )
 
 
@@ -101,7 +107,7 @@ class Outbox:
             landed = 0
             for charge in charges:
                 try:
-                    self._apply(ledger, charge)
+                    apply_one(ledger, charge)
                     landed += 1
                 except HoldNotFound:
                     log.critical("outbox: hold %s is unknown to the ledger; charge dropped", charge.hold_id)
@@ -122,12 +128,19 @@ class Outbox:
             os.replace(tmp, self.path)
             return landed
 
-    @staticmethod
-    def _apply(ledger: Ledger, charge: PendingCharge) -> None:
-        try:
-            ledger.settle(charge.hold_id, charge.micro, charge.usage)
-        except HoldNotFound:
-            if charge.account_id is None:
-                raise
-            # Served without a hold (fail-open): charge it now, once, by its hold id.
-            ledger.settle_unheld(charge.hold_id, charge.account_id, charge.micro, charge.usage)
+
+def apply_one(ledger: Ledger, charge: PendingCharge) -> None:
+    """Charge one pending line, once, by its hold id (the outbox's and the journal's rule)."""
+    if charge.escrow_hold_id is not None and charge.account_id is not None:
+        ledger.settle_escrowed(
+            charge.hold_id, charge.escrow_hold_id, charge.account_id, charge.micro, charge.usage
+        )
+        return
+    try:
+        ledger.settle(charge.hold_id, charge.micro, charge.usage)
+    except HoldNotFound:
+        if charge.account_id is None:
+            raise
+        # Served without a hold (fail-open), or its hold was lost with an async commit:
+        # charge it now, once, by its hold id.
+        ledger.settle_unheld(charge.hold_id, charge.account_id, charge.micro, charge.usage)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -21,6 +22,7 @@ from . import (
     batch,
     catalog_rows,
     convert,
+    escrow_sql,
     grants,
     holds,
     hotpath,
@@ -34,7 +36,7 @@ from . import (
 )
 from .catalog_rows import AccessRow
 from .engine import UnitOfWork, make_engine
-from .tables import AccountRow, ApiKeyRow, GrantRow, HoldRow, metadata
+from .tables import AccountRow, ApiKeyRow, GrantRow, HoldRow, UsageEventRow, metadata
 from .types import (
     Account,
     ApiKey,
@@ -99,6 +101,7 @@ class Ledger:
         clock: Callable[[], datetime] | None = None,
         group_commit: bool = False,
         group_commit_max: int = batch.MAX_BATCH,
+        async_holds: bool = False,
     ) -> None:
         """``group_commit=True``: ``hold`` and ``settle`` from many threads share commits.
 
@@ -107,11 +110,30 @@ class Ledger:
         commits once; every caller returns after the commit that holds its operation.
         Same results, exceptions and invariants as without it (see ``ledger.batch``).
         Ignored on SQLite older than 3.35, which has no hot path.
+
+        ``async_holds=True`` (PostgreSQL): a hold's commit does not wait for its WAL flush
+        (``synchronous_commit=off`` on the connections that place holds). A hold is a
+        reservation, not money: if PostgreSQL itself crashes, holds of the last few
+        hundred milliseconds may vanish, and their calls are then charged without a hold
+        (``settle`` falls back to ``settle_unheld``, once, by the call's id), so the worst
+        case is an account going below zero by the calls in flight at the crash. Every
+        charge still waits for its own flush (which also flushes every earlier hold).
         """
         self._engine = make_engine(
             url, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout
         )
         self._uow = UnitOfWork(self._engine)
+        self._hold_engine: Engine | None = None
+        self._hold_uow = self._uow
+        if async_holds and self._engine.dialect.name == "postgresql":
+            self._hold_engine = make_engine(
+                url,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                pool_timeout=pool_timeout,
+                synchronous_commit=False,
+            )
+            self._hold_uow = UnitOfWork(self._hold_engine)
         self._clock = clock or (lambda: datetime.now(UTC))
         # Core statements with RETURNING (ledger.hotpath) unless SQLite is too old for them.
         self._fast = self._engine.dialect.name == "postgresql" or hotpath.SQLITE_HAS_RETURNING
@@ -147,9 +169,48 @@ class Ledger:
         if self._batch is not None:
             self._batch.close()
         self._engine.dispose()
+        if self._hold_engine is not None:
+            self._hold_engine.dispose()
 
     def __repr__(self) -> str:
         return f"Ledger({self.url!r})"
+
+    def now(self) -> datetime:
+        """The ledger's clock (injected by tests)."""
+        return self._clock()
+
+    def core_transaction(self, *, flush: bool = True) -> AbstractContextManager[Connection]:
+        """One Core transaction for many hot-path operations (``ledger.journal``).
+
+        ``flush=False``: on a ledger with ``async_holds``, the commit does not wait for its
+        WAL flush either; only for writes kept elsewhere until ``sync_point`` (the settle
+        journal keeps every charge on disk until it has checked them in the ledger).
+        Outages surface as ``BillingUnavailable``; nothing is committed unless the block ends.
+        """
+        return self._uow.core() if flush else self._hold_uow.core()
+
+    def sync_point(self) -> None:
+        """Return once every commit made so far, async ones included, is flushed to disk.
+
+        On PostgreSQL a synchronous commit that writes a commit record (it takes a
+        transaction id) flushes the WAL up to itself, and so everything before it.
+        """
+        with self._uow.core() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(text("SELECT txid_current()"))
+
+    def unsettled(self, hold_ids: Sequence[str]) -> set[str]:
+        """The hold ids in ``hold_ids`` that have no usage event (not charged) yet."""
+        found: set[str] = set()
+        with self._uow.core() as conn:
+            for start in range(0, len(hold_ids), 1000):
+                chunk = list(hold_ids[start : start + 1000])
+                found.update(
+                    conn.execute(
+                        select(UsageEventRow.hold_id).where(UsageEventRow.hold_id.in_(chunk))
+                    ).scalars()
+                )
+        return set(hold_ids) - found
 
     # -- accounts -------------------------------------------------------------
 
@@ -817,7 +878,7 @@ class Ledger:
             )
         if placed is batch.RUN_ALONE:
             # PostgreSQL: one statement in autocommit mode (one round trip).
-            unit = self._uow.single if self.dialect == "postgresql" else self._uow.core
+            unit = self._hold_uow.single if self.dialect == "postgresql" else self._uow.core
             with unit() as conn:
                 placed = hotpath.hold(
                     conn, account_id, micro, ttl_seconds=ttl_seconds, reference=reference, now=now
@@ -917,6 +978,72 @@ class Ledger:
                 f"hold {hold_id} belongs to account {existing.account_id}, not {account_id}"
             )
         return self.settle(hold_id, micro, usage)
+
+    def settle_escrowed(
+        self,
+        call_id: str,
+        escrow_hold_id: str,
+        account_id: int,
+        micro: int,
+        usage: UsageRecord,
+        *,
+        reference: str = "",
+    ) -> Settlement:
+        """Charge a call whose credit was lent from the escrow hold ``escrow_hold_id``.
+
+        ``call_id`` is the call's own id (``Hold.id`` of the loan ``ledger.escrow`` made).
+        In one transaction: the call's hold row, born settled (amount 0, charged
+        ``micro``); up to ``micro`` taken from the escrow while it is open (a ``release``
+        entry on the escrow, ``held`` down by as much); the balance down by ``micro``
+        through the grants (the rest is debt); the usage event. An escrow no longer open
+        (expired, voided) gives nothing: the call is charged like a late charge. No
+        overdraft check: the call was served. Idempotent by ``call_id``: a repeat returns
+        the first Settlement and takes nothing more from the escrow.
+        """
+        _check_charge(micro, usage)
+        if not call_id or len(call_id) > 32:
+            raise InvalidOperation(f"a call id must be 1 to 32 characters, got {call_id!r}")
+        if not escrow_hold_id:
+            raise InvalidOperation("an escrowed charge needs the escrow hold id")
+        if not self._fast:
+            raise InvalidOperation("settle_escrowed needs SQLite 3.35+ (RETURNING) or PostgreSQL")
+        try:
+            with self._uow.core() as conn:
+                done = escrow_sql.settle_escrowed(
+                    conn,
+                    call_id,
+                    escrow_hold_id,
+                    account_id,
+                    micro,
+                    usage,
+                    reference=reference,
+                    now=self._clock(),
+                )
+        except IntegrityError:
+            # The only foreign key the first insert can break: the account.
+            with self._uow() as session:
+                if session.get(AccountRow, account_id) is None:
+                    raise AccountNotFound(str(account_id)) from None
+            raise
+        if done is not None:
+            return done
+        existing = self.get_hold(call_id)
+        if existing.account_id != account_id:
+            raise InvalidOperation(
+                f"hold {call_id} belongs to account {existing.account_id}, not {account_id}"
+            )
+        return self.settle(call_id, micro, usage)
+
+    def shrink_hold(self, hold_id: str, micro: int) -> int:
+        """Give up to ``micro`` of an open hold back to its account, leaving it open.
+
+        For escrow holds (``ledger.escrow``): credit no call will borrow any more. A
+        ``release`` entry, the hold's amount and the account's held down by the same.
+        Returns how much was given back: 0 when the hold is not open or does not exist.
+        """
+        _nonnegative("shrink amount", micro)
+        with self._uow.core() as conn:
+            return escrow_sql.shrink(conn, hold_id, micro, self._clock())
 
     def void(self, hold_id: str, reason: str = "voided") -> bool:
         """Release an open hold without a charge; False when it was already resolved."""

@@ -133,6 +133,9 @@ class Hold:
     resolved_at: datetime | None
     balance_after: int = field(default=0, compare=False)
     available_after: int = field(default=0, compare=False)
+    # Set when the call's credit was lent from an escrow hold (``ledger.escrow``) rather
+    # than held on its own: ``id`` is then the call's id, and the escrow is charged.
+    escrow_hold_id: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +230,9 @@ class Settlement:
     settled_at: datetime
     balance_after: int = field(default=0, compare=False)
     available_after: int = field(default=0, compare=False)
+    # True when the charge is durable in the settle journal (``ledger.journal``) but not
+    # yet applied to the database: ``usage_event_id`` is then 0 and the figures estimates.
+    journaled: bool = field(default=False, compare=False)
 
 
 class QuotaLike(Protocol):

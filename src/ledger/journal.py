@@ -1,0 +1,397 @@
+"""The settle journal: a charge is durable on local disk first, in the ledger soon after.
+
+Opt-in (``CREDITS_SETTLE_MODE=journal``). ``record`` appends the charge as one JSON line
+to the current segment file and returns once an ``fdatasync`` covers it: the charge is
+then on disk before the client has the end of its response, as the outbox promised
+for the outage case. A writer thread applies the recorded charges to the ledger in
+batches, many per transaction (one commit, one WAL flush, one pass over a hot account's
+row lock for the whole batch), and deletes a segment once every line of it is applied.
+
+Why it is safe:
+
+- Applying is idempotent by hold id (``settle`` returns the first settlement of a hold;
+  ``settle_unheld`` and ``settle_escrowed`` insert the call's hold row with ON CONFLICT
+  DO NOTHING), so a line applied twice (a crash between the commit and the segment's
+  deletion) is charged once. At start, ``recover`` applies every segment a previous
+  process left behind, before new charges are recorded.
+- Concurrent ``record`` calls share fsyncs (group commit on the file): a caller whose
+  line was written before someone else's fsync began waits for that one.
+- Until a charge is applied, its hold stays open in the ledger and keeps the worst case
+  reserved, so the account can never spend the difference: the ledger is only ever
+  more cautious than the truth, by at most the charges in flight (milliseconds).
+- A batch the database refuses as a whole (an outage) is retried with backoff, never
+  dropped. A charge the ledger refuses for good (its account is gone) is logged at
+  CRITICAL and dropped, like the outbox does.
+
+What changes for readers: a balance read right after a response may not show that
+response's charge yet (the lag is the writer's batch time, a few milliseconds under
+load); the headers of the response carry the estimate computed from the hold.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pricing.errors import AccountNotFound, BillingUnavailable, CreditsError, HoldNotFound
+
+from . import escrow_sql, journal_dirs, settle_batch
+from .outbox import Outbox, PendingCharge, apply_one
+from .service import Ledger
+
+log = logging.getLogger("credits.journal")
+
+MAX_BATCH = 256
+LINGER_SECONDS = 0.05
+SEGMENT_LINES = 50_000
+_RETRY_FIRST_S = 0.05
+_RETRY_MAX_S = 2.0
+_STOP = object()
+_HURRY = object()  # flush() is waiting: stop lingering, apply what is there
+
+
+@dataclass(slots=True)
+class _Segment:
+    path: Path
+    recorded: int = 0
+    applied: int = 0
+    sealed: bool = False
+
+
+@dataclass(slots=True)
+class JournalStats:
+    """Figures for the benchmark and the logs."""
+
+    recorded: int = 0
+    applied: int = 0
+    dropped: int = 0
+    batches: int = 0
+    fsyncs: int = 0
+    retries: int = 0
+    last_error: str = field(default="")
+
+
+class SettleJournal:
+    """Durable charges on local disk, applied to ``ledger`` in batches by one thread."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        directory: Path,
+        *,
+        max_batch: int = MAX_BATCH,
+        segment_lines: int = SEGMENT_LINES,
+        linger_seconds: float = LINGER_SECONDS,
+    ) -> None:
+        if max_batch < 1 or segment_lines < 1:
+            raise ValueError("max_batch and segment_lines must be >= 1")
+        self._ledger = ledger
+        self.base = directory
+        # what dead processes recorded here is applied before anything new is recorded
+        self.recovered = self.recover(ledger, directory)
+        self.directory, self._owner_fd = journal_dirs.claim(directory)
+        self._max_batch = max_batch
+        self._linger = linger_seconds
+        self._segment_lines = segment_lines
+        self.stats = JournalStats()
+        # Lock order: _sync_lock, then _write_lock.
+        self._write_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._names = itertools.count()
+        self._written = 0
+        self._synced = 0
+        self._segment = self._new_segment()
+        self._fd = self._open(self._segment)
+        self._sealed: list[_Segment] = []  # full segments not deleted yet
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._idle = threading.Condition()
+        self._outstanding = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="ledger-journal", daemon=True)
+        self._thread.start()
+
+    # -- files ------------------------------------------------------------------------
+
+    def _new_segment(self) -> _Segment:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        name = f"journal-{stamp}-{os.getpid()}-{next(self._names):06d}.jsonl"
+        return _Segment(self.directory / name)
+
+    @staticmethod
+    def _open(segment: _Segment) -> int:
+        return os.open(segment.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def segments(self) -> list[Path]:
+        return sorted(self.directory.glob("journal-*.jsonl"))
+
+    # -- recording --------------------------------------------------------------------
+
+    def record(self, charge: PendingCharge) -> None:
+        """Append ``charge`` and return once it is on disk; the writer applies it later.
+
+        Raises ``BillingUnavailable`` when the line cannot be written (a full disk): the
+        caller then still has the charge in hand.
+        """
+        line = (charge.to_json() + "\n").encode()
+        try:
+            with self._write_lock:
+                if self._closed:
+                    raise BillingUnavailable("settle journal is closed")
+                os.write(self._fd, line)
+                self._written += 1
+                mine = self._written
+                segment = self._segment
+                segment.recorded += 1
+                with self._idle:
+                    self._outstanding += 1
+            self._sync_to(mine)
+        except OSError as error:
+            raise BillingUnavailable(f"settle journal {self.directory}: {error}") from error
+        self.stats.recorded += 1
+        self._queue.put((segment, charge))
+        if segment.recorded >= self._segment_lines:
+            self._rotate(segment)
+
+    def _sync_to(self, mine: int) -> None:
+        if self._synced >= mine:
+            return
+        with self._sync_lock:
+            if self._synced >= mine:
+                return  # someone else's fsync covered this line
+            with self._write_lock:
+                target, fd = self._written, self._fd
+            os.fdatasync(fd)
+            self._synced = target
+            self.stats.fsyncs += 1
+
+    def _rotate(self, full: _Segment) -> None:
+        with self._sync_lock, self._write_lock:
+            if self._segment is not full:
+                return
+            os.fdatasync(self._fd)
+            self._synced = self._written
+            os.close(self._fd)
+            full.sealed = True
+            self._sealed.append(full)
+            self._segment = self._new_segment()
+            self._fd = self._open(self._segment)
+
+    def _delete_applied(self) -> None:
+        with self._write_lock:
+            sealed = list(self._sealed)
+        for segment in sealed:
+            try:
+                self._maybe_delete(segment)
+            except CreditsError as error:  # kept; checked again after the next batch or at start
+                log.warning("settle journal: %s not deleted yet: %s", segment.path, error)
+                continue
+            if not segment.path.exists():
+                with self._write_lock:
+                    self._sealed.remove(segment)
+
+    def _maybe_delete(self, segment: _Segment) -> None:
+        """Delete a sealed, applied segment once the ledger provably holds all of it.
+
+        Batches are committed without waiting for the WAL flush, so first a sync point
+        (every earlier commit is then on disk), then a check that each charge of the
+        segment has its usage event; any that has not (a database that crashed and lost
+        its last commits) is applied again before the file goes.
+        """
+        if not segment.sealed or segment.applied < segment.recorded or not segment.path.exists():
+            return
+        charges = Outbox(segment.path).pending()
+        self._ledger.sync_point()
+        missing = self._ledger.unsettled([c.hold_id for c in charges])
+        if missing:
+            log.error(
+                "settle journal: %d charges of %s were not in the ledger; applied again",
+                len(missing),
+                segment.path,
+            )
+            apply_charges(self._ledger, [c for c in charges if c.hold_id in missing])
+            self._ledger.sync_point()
+        segment.path.unlink(missing_ok=True)
+
+    # -- applying ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            if first is _HURRY:
+                continue
+            batch = [first]
+            stop = False
+            # The charges are on disk already: waiting a few ms to apply more of them in
+            # one transaction costs nobody anything but the read-your-writes lag.
+            until = time.monotonic() + self._linger
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get(timeout=max(0.0, until - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                if item is _HURRY:
+                    break
+                batch.append(item)
+            self._apply_until_done(batch)  # type: ignore[arg-type]
+            if stop:
+                return
+
+    def _apply_until_done(self, batch: list[tuple[_Segment, PendingCharge]]) -> None:
+        delay = _RETRY_FIRST_S
+        while True:
+            try:
+                dropped = apply_charges(self._ledger, [charge for _, charge in batch])
+                break
+            except BillingUnavailable as error:
+                # The database is away: keep the batch (it is on disk anyway) and retry.
+                self.stats.retries += 1
+                self.stats.last_error = str(error)
+                log.warning("settle journal: %d charges wait for the ledger: %s", len(batch), error)
+                time.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+        self.stats.batches += 1
+        self.stats.applied += len(batch) - dropped
+        self.stats.dropped += dropped
+        for segment, _ in batch:
+            segment.applied += 1
+        self._delete_applied()
+        with self._idle:
+            self._outstanding -= len(batch)
+            if self._outstanding == 0:
+                self._idle.notify_all()
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every charge recorded so far is applied; False on timeout."""
+        deadline = time.monotonic() + timeout
+        self._queue.put(_HURRY)
+        with self._idle:
+            while self._outstanding:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Apply what is recorded (waiting up to ``timeout``), then stop the writer.
+
+        Lines not applied by then stay in their segment for ``recover`` at next start.
+        """
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._queue.put(_STOP)  # the writer applies what is queued, then stops
+        self._thread.join(timeout)
+        with self._sync_lock, self._write_lock:
+            os.fdatasync(self._fd)
+            os.close(self._fd)
+            self._segment.sealed = True
+            self._sealed.append(self._segment)
+        self._delete_applied()
+        # a directory with segments left keeps them for the next process to apply
+        journal_dirs.release(self.directory, self._owner_fd, remove=True)
+
+    @staticmethod
+    def recover(ledger: Ledger, base: Path) -> int:
+        """Apply the segments that processes now gone left under ``base``; returns the charges.
+
+        Segments in ``base`` itself and in every directory under it whose owner is dead
+        (``journal_dirs``); never those of a live process. ``Outbox.drain`` does the work:
+        idempotent by hold id, keeping what the ledger still refuses for the next try.
+        """
+        landed = 0
+        with journal_dirs.orphans(base) as dead:
+            for directory in [base, *dead]:
+                for path in sorted(directory.glob("journal-*.jsonl")):
+                    box = Outbox(path)
+                    landed += box.drain(ledger)
+                    if not box.pending():
+                        path.unlink(missing_ok=True)
+                if directory is not base and not any(directory.glob("journal-*.jsonl")):
+                    (directory / journal_dirs.LOCK_NAME).unlink(missing_ok=True)
+                    directory.rmdir()
+        if landed:
+            ledger.sync_point()
+        return landed
+
+
+def apply_charges(ledger: Ledger, charges: list[PendingCharge]) -> int:
+    """Apply ``charges`` to the ledger, as many as possible in one transaction.
+
+    Returns how many were dropped for good. Raises ``BillingUnavailable`` when the
+    database is away (nothing of the batch may then be assumed written, and applying
+    it again is safe).
+    """
+    dropped = 0
+    for charge in _apply_batch(ledger, charges):
+        # The rare paths one by one: a hold already settled, voided, expired or never
+        # written (an async hold lost in a database crash), or a batch that failed.
+        try:
+            apply_one(ledger, charge)
+        except (HoldNotFound, AccountNotFound) as error:
+            dropped += 1
+            log.critical("settle journal: charge %s dropped: %s", charge.hold_id, error)
+        except BillingUnavailable:
+            raise
+        except CreditsError as error:
+            dropped += 1
+            log.critical("settle journal: charge %s refused: %s", charge.hold_id, error)
+    return dropped
+
+
+def _apply_batch(ledger: Ledger, batch: list[PendingCharge]) -> list[PendingCharge]:
+    """Apply in ONE transaction every charge of an open hold and every escrowed charge.
+
+    Returns the charges left for the one-by-one paths. The commit does not wait for
+    the WAL flush: the journal keeps the lines until ``sync_point`` and a check.
+    """
+    held = [c for c in batch if c.escrow_hold_id is None]
+    escrowed = [c for c in batch if c.escrow_hold_id is not None and c.account_id is not None]
+    now = ledger.now()
+    try:
+        with ledger.core_transaction(flush=False) as conn:
+            # Every hold of the batch is locked before any account, as everywhere else:
+            # the escrows first, then the open holds (``settle_open`` closes them first).
+            settle_batch.lock_holds(conn, sorted({c.escrow_hold_id for c in escrowed if c.escrow_hold_id}))
+            done = settle_batch.settle_open(
+                conn, [settle_batch.OpenCharge(c.hold_id, c.micro, c.usage) for c in held], now
+            )
+            for charge in escrowed:
+                assert charge.escrow_hold_id is not None and charge.account_id is not None
+                # None: this call id was charged before (a repeated line): nothing to do
+                escrow_sql.settle_escrowed(
+                    conn,
+                    charge.hold_id,
+                    charge.escrow_hold_id,
+                    charge.account_id,
+                    charge.micro,
+                    charge.usage,
+                    reference="",
+                    now=now,
+                )
+                done.add(charge.hold_id)
+    except CreditsError:
+        raise
+    except Exception as error:  # one bad line must not block the others: one by one
+        log.error("settle journal: batch of %d rolled back (%s); applying one by one", len(batch), error)
+        return batch
+    rest: list[PendingCharge] = []
+    seen: set[str] = set()
+    for charge in batch:
+        # a repeat of a hold id in the same batch goes the one-by-one way (it is settled)
+        if charge.hold_id not in done or charge.hold_id in seen:
+            rest.append(charge)
+        seen.add(charge.hold_id)
+    return rest

@@ -1,0 +1,206 @@
+"""The settle journal: charges on local disk first, applied in batches, each exactly once."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ledger_testlib import CR, USAGE, funded
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from ledger import Ledger
+from ledger.journal import SettleJournal, apply_charges
+from ledger.outbox import PendingCharge
+
+
+@pytest.fixture
+def journal(ledger: Ledger, tmp_path: Path) -> Iterator[SettleJournal]:
+    book = SettleJournal(ledger, tmp_path / "journal")
+    yield book
+    book.close()
+
+
+def _charge(ledger: Ledger, account: int, micro: int, *, hold: int = CR) -> PendingCharge:
+    placed = ledger.hold(account, hold, ttl_seconds=60)
+    return PendingCharge(placed.id, micro, USAGE, account_id=account)
+
+
+def test_a_recorded_charge_lands_once_and_its_segment_goes(ledger: Ledger, journal: SettleJournal) -> None:
+    account = funded(ledger, 10 * CR)
+    charge = _charge(ledger, account, 300_000)
+    journal.record(charge)
+    assert journal.flush(10)
+    balance = ledger.balance(account)
+    assert (balance.balance, balance.held) == (10 * CR - 300_000, 0)
+    assert [u.charged for u in ledger.usage(account)] == [300_000]
+    # recorded twice (a crash between the commit and the segment's deletion): still once
+    journal.record(charge)
+    assert journal.flush(10)
+    assert ledger.balance(account).balance == 10 * CR - 300_000
+    assert len(ledger.usage(account)) == 1
+    journal.close()
+    assert journal.segments() == []
+    assert journal.stats.applied == 2 and journal.stats.dropped == 0
+
+
+def test_many_threads_on_one_hot_account_share_fsyncs_and_batches(
+    ledger: Ledger, journal: SettleJournal
+) -> None:
+    account = funded(ledger, 1000 * CR)
+    threads, per_thread = 8, 40
+
+    def worker() -> None:
+        for _ in range(per_thread):
+            journal.record(_charge(ledger, account, 1_000, hold=5_000))
+
+    running = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in running:
+        thread.start()
+    for thread in running:
+        thread.join()
+    assert journal.flush(30)
+    total = threads * per_thread
+    balance = ledger.balance(account)
+    assert balance.balance == 1000 * CR - total * 1_000
+    assert balance.held == 0
+    assert len(ledger.usage(account, limit=total + 10)) == total
+    assert journal.stats.recorded == total
+    # concurrent records share fsyncs and the writer shares transactions
+    assert journal.stats.fsyncs < total
+    assert journal.stats.batches < total
+
+
+def test_segments_left_by_a_crashed_process_are_applied_once_at_start(ledger: Ledger, tmp_path: Path) -> None:
+    account = funded(ledger, 10 * CR)
+    left_behind = tmp_path / "journal"
+    left_behind.mkdir()
+    charges = [_charge(ledger, account, 100_000) for _ in range(3)]
+    lost_hold = PendingCharge(uuid.uuid4().hex, 50_000, USAGE, account_id=account)
+    lines = "".join(c.to_json() + "\n" for c in [*charges, lost_hold])
+    # the same charges twice, in two segments, and a torn last line
+    (left_behind / "journal-20261121T000000-1-000000.jsonl").write_text(lines)
+    (left_behind / "journal-20261121T000000-1-000001.jsonl").write_text(lines + '{"hold_id": "to')
+    assert SettleJournal.recover(ledger, left_behind) == 8
+    assert list(left_behind.glob("journal-*.jsonl")) == []
+    balance = ledger.balance(account)
+    # three held calls and one whose hold was never written (an async hold lost in a crash)
+    assert (balance.balance, balance.held) == (10 * CR - 350_000, 0)
+    assert len(ledger.usage(account)) == 4
+
+
+def test_a_segment_rotates_and_is_deleted_once_applied(ledger: Ledger, tmp_path: Path) -> None:
+    account = funded(ledger, 10 * CR)
+    journal = SettleJournal(ledger, tmp_path / "journal", segment_lines=3)
+    try:
+        for _ in range(7):
+            journal.record(_charge(ledger, account, 10_000))
+        assert journal.flush(10)
+        # the two full segments are gone; only the current one is left
+        assert len(journal.segments()) == 1
+    finally:
+        journal.close()
+    assert journal.segments() == []
+    assert ledger.balance(account).balance == 10 * CR - 70_000
+
+
+def test_a_bad_charge_is_dropped_without_sinking_its_batch(ledger: Ledger) -> None:
+    account = funded(ledger, 10 * CR)
+    good = [_charge(ledger, account, 10_000) for _ in range(3)]
+    orphan = PendingCharge(uuid.uuid4().hex, 10_000, USAGE)  # no hold, no account: nobody to charge
+    dropped = apply_charges(ledger, [good[0], orphan, *good[1:]])
+    assert dropped == 1
+    assert ledger.balance(account).balance == 10 * CR - 30_000
+
+
+@pytest.mark.postgres
+def test_charges_wait_through_a_database_outage(pg_url: str, pg_admin: Engine, tmp_path: Path) -> None:
+    ledger = Ledger(pg_url, pool_size=2, max_overflow=0)
+    ledger.create_schema()
+    name = make_url(pg_url).database
+    journal = SettleJournal(ledger, tmp_path / "journal")
+    try:
+        account = funded(ledger, 10 * CR)
+        charges = [_charge(ledger, account, 20_000) for _ in range(5)]
+        # The outage: the database disappears under its name (a superuser ignores
+        # CONNECTION LIMIT 0), so every connection, pooled or new, fails.
+        with pg_admin.connect() as admin:
+            admin.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name}
+            )
+            admin.execute(text(f'ALTER DATABASE "{name}" RENAME TO "{name}_away"'))
+        for charge in charges:
+            journal.record(charge)  # on disk although the database is away
+        assert not journal.flush(0.5)
+        assert journal.stats.retries >= 1
+        with pg_admin.connect() as admin:
+            admin.execute(text(f'ALTER DATABASE "{name}_away" RENAME TO "{name}"'))
+        assert journal.flush(20)
+        balance = ledger.balance(account)
+        assert (balance.balance, balance.held) == (10 * CR - 100_000, 0)
+        assert ledger.audit() == []
+    finally:
+        journal.close()
+        ledger.dispose()
+        with pg_admin.connect() as admin:  # a failed run must not leave the renamed database
+            admin.execute(text(f'DROP DATABASE IF EXISTS "{name}_away" WITH (FORCE)'))
+
+
+@pytest.mark.postgres
+def test_async_holds_commit_without_waiting_for_the_flush(pg_url: str) -> None:
+    ledger = Ledger(pg_url, async_holds=True, pool_size=2, max_overflow=0)
+    ledger.create_schema()
+    try:
+        account = funded(ledger, 10 * CR)
+        placed = ledger.hold(account, CR, ttl_seconds=60)
+        settled = ledger.settle(placed.id, 400_000, USAGE)
+        assert settled.charged == 400_000
+        assert ledger.balance(account).balance == 10 * CR - 400_000
+        hold_engine = ledger._hold_engine
+        assert hold_engine is not None
+        with hold_engine.connect() as conn:
+            assert conn.execute(text("SHOW synchronous_commit")).scalar() == "off"
+        with ledger.core_transaction() as conn:
+            assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
+        assert ledger.audit() == []
+    finally:
+        ledger.dispose()
+
+
+def test_async_holds_are_ignored_on_sqlite(sqlite_url: str) -> None:
+    ledger = Ledger(sqlite_url, async_holds=True)
+    try:
+        assert ledger._hold_engine is None
+    finally:
+        ledger.dispose()
+    assert create_engine(sqlite_url).dialect.name == "sqlite"
+
+
+def test_a_live_journal_is_left_alone_and_a_dead_ones_is_applied(ledger: Ledger, tmp_path: Path) -> None:
+    account = funded(ledger, 10 * CR)
+    base = tmp_path / "journal"
+    live = SettleJournal(ledger, base, linger_seconds=30)  # its writer waits: lines stay unapplied
+    try:
+        live.record(_charge(ledger, account, 10_000))
+        # a process that died with a charge recorded: its directory is no longer locked
+        dead = base / "proc-4242-deadbeef"
+        dead.mkdir()
+        (dead / "owner.lock").touch()
+        (dead / "journal-20261121T000000-4242-000000.jsonl").write_text(
+            _charge(ledger, account, 20_000).to_json() + "\n"
+        )
+        second = SettleJournal(ledger, base)  # another worker starting on the same base
+        try:
+            assert second.recovered == 1  # the dead one's charge, not the live one's
+            assert not dead.exists()
+            assert live.segments() != []  # untouched
+            assert second.directory != live.directory
+        finally:
+            second.close()
+    finally:
+        live.close()  # applies its charge now
+    assert ledger.balance(account).balance == 10 * CR - 30_000
+    assert list(base.iterdir()) == []
