@@ -22,6 +22,8 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from ledger import Account, Balance, Hold, Ledger, Settlement, UsageRecord, UsageTotals
+from ledger.escrow import EscrowBook
+from ledger.journal import SettleJournal
 from ledger.outbox import Outbox, PendingCharge
 from pricing import (
     Priced,
@@ -36,7 +38,7 @@ from pricing import (
     quota_checks,
     quote,
 )
-from pricing.errors import AccountInactive, BillingUnavailable, CreditsError, UnknownAccount
+from pricing.errors import AccountInactive, BillingUnavailable, CreditsError, HoldNotFound, UnknownAccount
 
 from .catalog_source import CatalogSource
 from .identity import Caller, Identity
@@ -73,6 +75,17 @@ class OpenCall:
     # served while the ledger was unreachable (fail-open): no hold exists in the ledger
     offline: bool = False
     available_after: int | None = None  # the account's available credit once the hold was placed
+    balance_after: int | None = None
+    # the call's credit was lent from an escrow hold (``ledger.escrow``), not held alone
+    loan: Hold | None = None
+
+    @property
+    def escrow_hold_id(self) -> str | None:
+        return self.loan.escrow_hold_id if self.loan is not None else None
+
+    @property
+    def held(self) -> int:
+        return self.quoted.micro_credits
 
 
 def _utcnow() -> datetime:
@@ -99,8 +112,16 @@ class CreditGate:
         ledger: Ledger,
         outbox: Outbox,
         clock: Callable[[], datetime] | None = None,
+        *,
+        journal: SettleJournal | None = None,
+        escrow: EscrowBook | None = None,
     ) -> None:
+        """``journal``: charges are durable in it before a response ends and reach the
+        ledger in batches. ``escrow``: rich accounts' calls borrow credit from an escrow
+        hold through Redis instead of a hold each."""
         self.settings = settings
+        self.journal = journal
+        self.escrow = escrow
         self.clock: Callable[[], datetime] = clock or _utcnow
         self._spend: dict[int, tuple[float, UsageTotals]] = {}
         self.catalogs = catalogs
@@ -266,6 +287,8 @@ class CreditGate:
                 context,
                 quotas,
                 available_after=hold.available_after,
+                balance_after=hold.balance_after,
+                loan=hold if hold.escrow_hold_id is not None else None,
             )
         self._open[call.hold_id] = call
         return call
@@ -276,6 +299,16 @@ class CreditGate:
         if quotas:
             await self.run(self.ledger.consume_quotas, account.id, quotas)
         try:
+            if self.escrow is not None:
+                reference = model_group[:MAX_MODEL_NAME]
+                # from process memory without leaving the loop; else off it (Redis, a refill)
+                lent = self.escrow.lend_now(account.id, quoted.micro_credits, reference=reference)
+                if lent is None:
+                    lent = await self.run(
+                        self.escrow.lend, account.id, quoted.micro_credits, reference=reference
+                    )
+                if lent is not None:
+                    return lent
             hold = await self.run(
                 self.ledger.hold,
                 account.id,
@@ -382,18 +415,14 @@ class CreditGate:
             byok=context.byok,
         )
         offline = call is not None and call.offline
+        escrow_id = call.escrow_hold_id if call is not None else None
+        pending = PendingCharge(
+            outcome.hold_id, priced.micro_credits, usage, account_id=account_id, escrow_hold_id=escrow_id
+        )
         try:
-            if offline:
-                settlement = await self.run(
-                    self.ledger.settle_unheld, outcome.hold_id, account_id, priced.micro_credits, usage
-                )
-            else:
-                settlement = await self.run(self.ledger.settle, outcome.hold_id, priced.micro_credits, usage)
+            settlement = await self.run(self._charge, pending, call)
         except Exception as exc:
             # LiteLLM would swallow this: park the charge on disk and shout
-            pending = PendingCharge(
-                outcome.hold_id, priced.micro_credits, usage, account_id=account_id if offline else None
-            )
             await self.run(self.outbox.append, pending)
             if call is not None and offline:
                 self.offline.finished(account_id, call.quoted.micro_credits, priced.micro_credits)
@@ -409,10 +438,53 @@ class CreditGate:
             return None
         self._remember(settlement)
         self._open.pop(outcome.hold_id, None)
+        if call is not None and call.loan is not None:
+            await self._give_back(call.loan, priced.micro_credits)
         if call is not None and offline:
             self.offline.finished(account_id, call.quoted.micro_credits, 0)
         self._mark_landed(outcome.hold_id)
         return settlement
+
+    def _charge(self, pending: PendingCharge, call: OpenCall | None) -> Settlement:
+        """Write one call's charge: to the journal when there is one, else to the ledger."""
+        account_id = pending.account_id
+        assert account_id is not None
+        if call is not None and call.offline:
+            return self.ledger.settle_unheld(pending.hold_id, account_id, pending.micro, pending.usage)
+        if self.journal is not None and call is not None:
+            self.journal.record(pending)
+            return self._estimate(pending, call)
+        if pending.escrow_hold_id is not None:
+            return self.ledger.settle_escrowed(
+                pending.hold_id, pending.escrow_hold_id, account_id, pending.micro, pending.usage
+            )
+        try:
+            return self.ledger.settle(pending.hold_id, pending.micro, pending.usage)
+        except HoldNotFound:
+            # placed with an async commit that a database crash lost: charge it all the same
+            return self.ledger.settle_unheld(pending.hold_id, account_id, pending.micro, pending.usage)
+
+    def _estimate(self, pending: PendingCharge, call: OpenCall) -> Settlement:
+        """What the settlement will say once the journal applies it (for the headers)."""
+        released = call.held - pending.micro
+        available = call.available_after + released if call.available_after is not None else 0
+        balance = call.balance_after - pending.micro if call.balance_after is not None else 0
+        return Settlement(
+            hold_id=pending.hold_id,
+            account_id=call.account_id,
+            held=call.held,
+            charged=pending.micro,
+            usage_event_id=0,
+            late=False,
+            settled_at=self.clock(),
+            balance_after=balance,
+            available_after=available,
+            journaled=True,
+        )
+
+    async def _give_back(self, loan: Hold, micro_used: int) -> None:
+        if self.escrow is not None and not self.escrow.give_back_now(loan, micro_used):
+            await self.run(self.escrow.give_back, loan, micro_used)
 
     def _mark_landed(self, hold_id: str) -> None:
         event = self._landed.pop(hold_id, None)
@@ -444,6 +516,12 @@ class CreditGate:
         if call is not None and call.offline:
             self.offline.finished(call.account_id, call.quoted.micro_credits, 0)
             return True  # nothing was held in the ledger
+        if call is not None and call.loan is not None:
+            # lent from an escrow: the credit goes back to it, no ledger write
+            await self._give_back(call.loan, 0)
+            if call.quotas:
+                await self.run(self.ledger.release_quotas, call.account_id, call.quotas)
+            return True
         try:
             voided = await self.run(self.ledger.void, hold_id, reason)
             # quotas count served calls: a failed one gives its slot back, once
@@ -458,8 +536,8 @@ class CreditGate:
     async def renew(self, hold_id: str) -> None:
         """Keep a long stream's hold from expiring under it."""
         call = self._open.get(hold_id)
-        if call is None or call.offline:
-            return
+        if call is None or call.offline or call.escrow_hold_id is not None:
+            return  # an escrow is renewed by its book
         try:
             await self.run(self.ledger.renew_hold, hold_id, self.settings.hold_ttl_seconds)
         except CreditsError as exc:

@@ -8,17 +8,21 @@ written when they happened.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import hashlib
 import logging
 import threading
 
 from ledger import Ledger
+from ledger.escrow import EscrowBook
+from ledger.journal import SettleJournal
 from ledger.migrate import ensure_schema
 from ledger.outbox import Outbox
 
 from .catalog_source import CatalogSource
 from .gate import CreditGate
 from .periods import run_periods_exclusive
-from .settings import load_settings
+from .settings import CreditSettings, EscrowMode, SettleMode, load_settings
 
 log = logging.getLogger("credits.runtime")
 
@@ -34,21 +38,74 @@ def gate() -> CreditGate:
         with _lock:
             if _gate is None:
                 settings = load_settings()
-                ledger = Ledger(settings.database_url, group_commit=settings.group_commit)
+                ledger = Ledger(
+                    settings.database_url,
+                    group_commit=settings.group_commit,
+                    async_holds=settings.async_holds,
+                )
                 # the embedded SQLite file is created or upgraded in place; a PostgreSQL
                 # shared by replicas is migrated by the operator (credits-admin db init)
                 if ledger.dialect == "sqlite":
                     ensure_schema(settings.database_url)
                 catalogs = CatalogSource(settings.pricing_file, ledger.catalog_rows, ledger.catalog_stamp)
-                _gate = CreditGate(settings, catalogs, ledger, Outbox(settings.outbox_path))
+                journal, escrow = _fast_paths(settings, ledger)
+                _gate = CreditGate(
+                    settings, catalogs, ledger, Outbox(settings.outbox_path), journal=journal, escrow=escrow
+                )
                 log.warning(
                     "litellm-credits ready: ledger %s%s, catalog %s (version %s)",
                     ledger.url,
-                    " with group commit" if settings.group_commit else "",
+                    _describe(settings),
                     settings.pricing_file,
                     catalogs.current.version,
                 )
     return _gate
+
+
+def _fast_paths(settings: CreditSettings, ledger: Ledger) -> tuple[SettleJournal | None, EscrowBook | None]:
+    journal = None
+    if settings.settle_mode is SettleMode.JOURNAL:
+        # what processes now gone recorded but did not apply is charged before anything new
+        journal = SettleJournal(ledger, settings.journal_directory)
+        if journal.recovered:
+            log.warning("settle journal: %d charges of a previous process applied", journal.recovered)
+        atexit.register(journal.close)
+    escrow = None
+    sizing = {
+        "ttl_seconds": settings.hold_ttl_seconds,
+        "calls_per_escrow": settings.escrow_calls,
+        "rich_factor": settings.escrow_rich_factor,
+    }
+    if settings.escrow is EscrowMode.LOCAL:
+        escrow = EscrowBook.in_memory(ledger, **sizing)
+    elif settings.escrow is EscrowMode.REDIS:
+        assert settings.redis_url is not None  # the settings refuse redis without it
+        escrow = EscrowBook.on_redis(ledger, settings.redis_url, prefix=redis_prefix(settings), **sizing)
+    return journal, escrow
+
+
+def redis_prefix(settings: CreditSettings) -> str:
+    """Keys of one ledger database apart from another's on a shared Redis.
+
+    An escrow id in Redis names a hold of ONE database: the same Redis pointed at by a
+    proxy on another (or a re-created) database must not find it, hence a prefix per
+    database URL unless CREDITS_REDIS_PREFIX says otherwise.
+    """
+    if settings.redis_prefix:
+        return settings.redis_prefix
+    digest = hashlib.sha256(settings.database_url.encode()).hexdigest()[:12]
+    return f"credits-{digest}"
+
+
+def _describe(settings: CreditSettings) -> str:
+    parts = [
+        "group commit" if settings.group_commit else "",
+        "settle journal" if settings.settle_mode is SettleMode.JOURNAL else "",
+        "async holds" if settings.async_holds else "",
+        f"{settings.escrow.value} escrow" if settings.escrow is not EscrowMode.OFF else "",
+    ]
+    named = ", ".join(p for p in parts if p)
+    return f" with {named}" if named else ""
 
 
 def reset() -> None:
@@ -59,6 +116,10 @@ def reset() -> None:
     _tasks.clear()
     if _gate is not None:
         _gate.close()
+        if _gate.journal is not None:
+            _gate.journal.close()
+        if _gate.escrow is not None:
+            _gate.escrow.close()
         _gate.ledger.dispose()
     _gate = None
 

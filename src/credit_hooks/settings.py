@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pricing.errors import SettingsError
@@ -35,6 +35,17 @@ class TierChangeTiming(StrEnum):
 class OutagePolicy(StrEnum):
     FAIL_CLOSED = "fail_closed"
     FAIL_OPEN = "fail_open"
+
+
+class SettleMode(StrEnum):
+    DIRECT = "direct"
+    JOURNAL = "journal"
+
+
+class EscrowMode(StrEnum):
+    OFF = "off"
+    LOCAL = "local"  # one escrow per proxy process, in its memory
+    REDIS = "redis"  # one escrow per account, shared by every replica through Redis
 
 
 class CacheHitCharge(StrEnum):
@@ -72,6 +83,19 @@ class CreditSettings(BaseSettings):
     # holds and settles from concurrent calls share one commit (a writer thread per
     # proxy); a call still returns only after the commit that holds its write
     group_commit: bool = False
+    # direct: a charge is committed to the ledger before the response ends; journal: it
+    # is fsync'd to a local journal first and applied to the ledger in batches
+    settle_mode: SettleMode = SettleMode.DIRECT
+    journal_dir: Path | None = None  # default: credits-journal/ next to the outbox
+    # PostgreSQL: a hold's commit does not wait for the WAL flush (ledger.Ledger docs)
+    async_holds: bool = False
+    # rich accounts borrow each call's credit from an escrow hold of escrow_calls worst
+    # cases, when their available credit is escrow_rich_factor times that (ledger.escrow)
+    escrow: EscrowMode = EscrowMode.OFF
+    escrow_calls: int = Field(default=1000, ge=1)
+    escrow_rich_factor: int = Field(default=8, ge=1)
+    # keys of the Redis escrow; default: one prefix per ledger database (see runtime)
+    redis_prefix: str | None = None
     # how long a cached account (tier, status) is trusted before it is read again
     account_cache_seconds: float = Field(default=5.0, ge=0)
     # how stale the period spend behind volume discounts and BYOK allowances may be
@@ -88,6 +112,17 @@ class CreditSettings(BaseSettings):
         if unknown or not order:
             raise ValueError(f"expected some of {', '.join(IDENTITY_KINDS)}, got {value!r}")
         return order
+
+    @property
+    def journal_directory(self) -> Path:
+        return self.journal_dir or self.outbox_path.parent / "credits-journal"
+
+    @field_validator("escrow")
+    @classmethod
+    def _escrow_needs_redis(cls, value: EscrowMode, info: ValidationInfo) -> EscrowMode:
+        if value is EscrowMode.REDIS and not info.data.get("redis_url"):
+            raise ValueError("redis needs CREDITS_REDIS_URL")
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -46,9 +46,14 @@ HOLD_TTL = 5
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize(
+    ("stop", "journal"),
+    [(signal.SIGKILL, False), (signal.SIGTERM, False), (signal.SIGKILL, True)],
+    # with the settle journal, finished charges may be on disk only: the next proxy applies them
+    ids=["SIGKILL", "SIGTERM", "SIGKILL-journal"],
+)
 def test_a_killed_proxy_loses_no_finished_charge_and_leaks_no_hold(
-    tmp_path: Path, stop: signal.Signals
+    tmp_path: Path, stop: signal.Signals, journal: bool
 ) -> None:
     url = f"sqlite:///{tmp_path / 'credits.db'}"
     books = Ledger(url)
@@ -60,6 +65,8 @@ def test_a_killed_proxy_loses_no_finished_charge_and_leaks_no_hold(
         keys.append((account.id, books.issue_key(account.id, user_id=f"kill-{i}").plaintext))
 
     env = proxy_env(url, fault_catalog(tmp_path), CREDITS_HOLD_TTL_SECONDS=str(HOLD_TTL))
+    if journal:
+        env["CREDITS_SETTLE_MODE"] = "journal"
     with slow_upstream() as port:
         config = write_config(tmp_path, port)
         first = start_proxy(tmp_path, env, config=config)
