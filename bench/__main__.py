@@ -118,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commit", metavar="REV", help="measure this commit's src/ (a git archive snapshot)")
     parser.add_argument("--skip-proxy", action="store_true")
     parser.add_argument("--skip-ledger", action="store_true")
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        help="Redis for the escrow path (keys under a random credits-bench-* prefix, removed at the end)",
+    )
+    parser.add_argument("--no-redis", action="store_true", help="skip the Redis escrow figures")
     args = parser.parse_args(argv)
 
     mode = "quick" if args.quick else "full"
@@ -169,15 +175,23 @@ def run(args: argparse.Namespace, mode: str, plan: Plan) -> dict[str, Any]:
     with ledger_bench.tempdir() as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
         pg_proxy_url = pg_ledger_url = None
+        fast_urls: dict[str, str] = {}
+        for name, (database, _env) in proxy_bench.FAST_VARIANTS.items():
+            if database == "sqlite":
+                fast_urls[name] = f"sqlite:///{workdir / f'proxy-{name}.db'}"
+            elif pg_version:
+                fast_urls[name] = stack.enter_context(pg.temp_database(args.pg_url))
         if pg_version:
             pg_proxy_url = stack.enter_context(pg.temp_database(args.pg_url))
             pg_ledger_url = stack.enter_context(pg.temp_database(args.pg_url))
         if not args.skip_proxy:
             log("proxy overhead:")
-            results["proxy"] = proxy_section(workdir, plan, pg_proxy_url, proxy_cpus, client_cpus)
+            results["proxy"] = proxy_section(workdir, plan, pg_proxy_url, fast_urls, proxy_cpus, client_cpus)
         if not args.skip_ledger:
             log("ledger throughput:")
-            results["ledger"] = ledger_section(workdir, plan, pg_ledger_url)
+            results["ledger"] = ledger_section(
+                workdir, plan, pg_ledger_url, None if args.no_redis else args.redis_url
+            )
         results["machine"]["loadavg_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["targets"] = report.targets(results)
@@ -185,7 +199,12 @@ def run(args: argparse.Namespace, mode: str, plan: Plan) -> dict[str, Any]:
 
 
 def proxy_section(
-    workdir: Path, plan: Plan, pg_url: str | None, proxy_cpus: set[int] | None, client_cpus: set[int] | None
+    workdir: Path,
+    plan: Plan,
+    pg_url: str | None,
+    fast_urls: dict[str, str],
+    proxy_cpus: set[int] | None,
+    client_cpus: set[int] | None,
 ) -> dict[str, Any]:
     upstream = procs.spawn(
         [sys.executable, "-m", "bench.fake_upstream", "--port", "0"],
@@ -202,6 +221,9 @@ def proxy_section(
         ]
         if pg_url:
             variants.append(proxy_bench.Variant("with_postgresql", True, pg_url, workdir))
+        for name, url in fast_urls.items():
+            env = dict(proxy_bench.FAST_VARIANTS[name][1])
+            variants.append(proxy_bench.Variant(name, True, url, workdir, env=env))
         out = proxy_bench.run(
             variants,
             port,
@@ -222,7 +244,7 @@ def proxy_section(
         procs.stop(upstream)
 
 
-def ledger_section(workdir: Path, plan: Plan, pg_url: str | None) -> dict[str, Any]:
+def ledger_section(workdir: Path, plan: Plan, pg_url: str | None, redis_url: str | None) -> dict[str, Any]:
     backends = {"sqlite": ledger_bench.sqlite_url(workdir, "ledger-bench.db")}
     if pg_url:
         backends["postgresql"] = pg_url
@@ -236,6 +258,7 @@ def ledger_section(workdir: Path, plan: Plan, pg_url: str | None) -> dict[str, A
         plan.ledger_max_ops,
         workdir,
         log,
+        redis_url=redis_url,
     )
     log("statement counts and profile:")
     out["statements"] = {}

@@ -58,6 +58,18 @@ def proxy_config(upstream_port: int, plugin: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+# the fast paths: charges journaled (applied in batches), holds async-committed; and
+# with that, calls lent from an in-process escrow instead of a hold each
+FAST_PATH_ENV = {"CREDITS_SETTLE_MODE": "journal", "CREDITS_ASYNC_HOLDS": "true"}
+ESCROW_ENV = {**FAST_PATH_ENV, "CREDITS_ESCROW": "local"}
+# variant name -> (database: "sqlite" or "postgresql", its CREDITS_* settings)
+FAST_VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
+    "with_postgresql_journal": ("postgresql", FAST_PATH_ENV),
+    "with_postgresql_escrow": ("postgresql", ESCROW_ENV),
+    "with_sqlite_escrow": ("sqlite", ESCROW_ENV),
+}
+
+
 @dataclass
 class Variant:
     name: str
@@ -71,6 +83,8 @@ class Variant:
     log_path: Path | None = None
     rounds: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     sent_ok: int = 0
+    # CREDITS_* settings of this proxy (the fast paths: settle journal, async holds, Redis)
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -104,6 +118,7 @@ def launch(variant: Variant, upstream_port: int, cpus: set[int] | None) -> None:
     }
     if variant.database_url:
         env["CREDITS_DATABASE_URL"] = variant.database_url
+    env.update(variant.env)
     with variant.log_path.open("wb") as log:
         variant.proc = procs.spawn(
             [str(LITELLM), "--config", str(config), "--host", "127.0.0.1", "--port", str(variant.port)],
@@ -271,8 +286,14 @@ def run(
         if v.plugin and v.database_url and v.account_id is not None:
             books = Ledger(v.database_url)
             try:
-                with books._engine.connect() as conn:  # a count, not 10^5 dataclasses
-                    usage = conn.execute(select(func.count()).select_from(UsageEventRow)).scalar_one()
+                # a settle journal applies its last charges some ms after the responses
+                deadline = time.monotonic() + 15
+                while True:
+                    with books._engine.connect() as conn:  # a count, not 10^5 dataclasses
+                        usage = conn.execute(select(func.count()).select_from(UsageEventRow)).scalar_one()
+                    if usage >= v.sent_ok or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.1)
                 bal = books.balance(v.account_id)
                 books_check[v.name] = {
                     "ok_responses": v.sent_ok,
