@@ -41,7 +41,7 @@ from pathlib import Path
 
 from pricing.errors import AccountNotFound, BillingUnavailable, CreditsError, HoldNotFound
 
-from . import escrow_sql, journal_dirs, settle_batch
+from . import journal_dirs, settle_batch
 from .outbox import Outbox, PendingCharge, apply_one
 from .service import Ledger
 
@@ -362,26 +362,16 @@ def _apply_batch(ledger: Ledger, batch: list[PendingCharge]) -> list[PendingChar
     now = ledger.now()
     try:
         with ledger.core_transaction(flush=False) as conn:
-            # Every hold of the batch is locked before any account, as everywhere else:
-            # the escrows first, then the open holds (``settle_open`` closes them first).
-            settle_batch.lock_holds(conn, sorted({c.escrow_hold_id for c in escrowed if c.escrow_hold_id}))
-            done = settle_batch.settle_open(
-                conn, [settle_batch.OpenCharge(c.hold_id, c.micro, c.usage) for c in held], now
+            done = settle_batch.settle(
+                conn,
+                [settle_batch.OpenCharge(c.hold_id, c.micro, c.usage) for c in held],
+                [
+                    settle_batch.LentCharge(c.hold_id, c.escrow_hold_id, c.account_id, c.micro, c.usage)
+                    for c in escrowed
+                    if c.escrow_hold_id is not None and c.account_id is not None
+                ],
+                now,
             )
-            for charge in escrowed:
-                assert charge.escrow_hold_id is not None and charge.account_id is not None
-                # None: this call id was charged before (a repeated line): nothing to do
-                escrow_sql.settle_escrowed(
-                    conn,
-                    charge.hold_id,
-                    charge.escrow_hold_id,
-                    charge.account_id,
-                    charge.micro,
-                    charge.usage,
-                    reference="",
-                    now=now,
-                )
-                done.add(charge.hold_id)
     except CreditsError:
         raise
     except Exception as error:  # one bad line must not block the others: one by one

@@ -1,0 +1,110 @@
+"""A batch of charges gives the same books as the same charges one after another."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ledger_testlib import CR, USAGE
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+
+from ledger import Ledger
+from ledger.settle_batch import LentCharge, OpenCharge, settle
+
+
+@pytest.fixture
+def twin(db_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Ledger]:
+    """A second ledger on a database of the same kind, for the one-by-one run."""
+    if db_url.startswith("sqlite"):
+        book = Ledger(f"sqlite:///{tmp_path / 'twin.db'}")
+        book.create_schema()
+        yield book
+        book.dispose()
+        return
+    admin: Engine = request.getfixturevalue("pg_admin")
+    name = f"{make_url(db_url).database}_twin"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    book = Ledger(make_url(db_url).set(database=name).render_as_string(hide_password=False))
+    try:
+        book.create_schema()
+        yield book
+    finally:
+        book.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _scenario(ledger: Ledger) -> tuple[list[OpenCharge], list[LentCharge], int]:
+    """Two accounts; grants that a batch's charges burn across, into debt; an escrow."""
+    rich = ledger.open_account("user", "rich", tier="pro")
+    small = ledger.open_account("user", "small", tier="pro")
+    ledger.grant(rich.id, 3 * CR, source="purchase", priority=1, external_ref="r1")
+    ledger.grant(rich.id, 10 * CR, source="purchase", external_ref="r2")
+    ledger.grant(small.id, CR, source="purchase", external_ref="s1")
+    escrow = ledger.hold(rich.id, 2 * CR, ttl_seconds=60, reference="escrow")
+    holds = [ledger.hold(rich.id, CR, ttl_seconds=60) for _ in range(3)]
+    small_hold = ledger.hold(small.id, 500_000, ttl_seconds=60)
+    voided = ledger.hold(rich.id, CR, ttl_seconds=60)
+    ledger.void(voided.id)
+    held = [
+        OpenCharge(holds[0].id, 1_500_000, USAGE),  # more than its hold
+        OpenCharge(holds[1].id, 2_000_000, USAGE),  # crosses from the first grant to the second
+        OpenCharge(holds[1].id, 9_999, USAGE),  # a repeat: the first charge of a hold wins
+        OpenCharge(small_hold.id, 1_200_000, USAGE),  # past the account's grants: debt
+        OpenCharge(voided.id, 300_000, USAGE),  # not open: left for the one-by-one path
+        OpenCharge(holds[2].id, 0, USAGE),  # free
+    ]
+    lent = [
+        LentCharge("c" * 31 + "1", escrow.id, rich.id, 700_000, USAGE),
+        LentCharge("c" * 31 + "2", escrow.id, rich.id, 1_000_000, USAGE),
+        LentCharge("c" * 31 + "3", escrow.id, rich.id, 900_000, USAGE),  # the escrow has 300_000 left
+        LentCharge("c" * 31 + "1", escrow.id, rich.id, 5, USAGE),  # a repeat
+    ]
+    return held, lent, rich.id
+
+
+def _books(ledger: Ledger) -> dict[str, object]:
+    accounts = [ledger.find_account("user", name) for name in ("rich", "small")]
+    out: dict[str, object] = {}
+    for account in accounts:
+        assert account is not None
+        b = ledger.balance(account.id)
+        out[account.external_id] = (
+            (b.balance, b.held, b.debt),
+            sorted(g.remaining for g in ledger.grants(account.id)),
+            sorted(u.charged for u in ledger.usage(account.id, limit=100)),
+            sorted((e.kind, e.amount, e.held_delta) for e in ledger.history(account.id, limit=100)),
+        )
+    return out
+
+
+def test_a_batch_books_what_one_by_one_books(ledger: Ledger, twin: Ledger) -> None:
+    held, lent, _ = _scenario(ledger)
+    with ledger.core_transaction() as conn:
+        done = settle(conn, held, lent, ledger.now())
+    # the voided hold and the repeats are not the batch's to charge
+    assert done == {held[i].hold_id for i in (0, 1, 3, 5)} | {c.hold_id for c in lent}
+
+    held_twin, lent_twin, _ = _scenario(twin)
+    for index, charge in enumerate(held_twin):
+        if index not in (2, 4):  # the repeat, the voided hold
+            twin.settle(charge.hold_id, charge.micro, charge.usage)
+    for call in lent_twin[:3]:
+        twin.settle_escrowed(call.hold_id, call.escrow_hold_id, call.account_id, call.micro, call.usage)
+
+    assert _books(ledger) == _books(twin)
+    assert ledger.audit() == [] and twin.audit() == []
+
+
+def test_an_empty_batch_and_a_batch_of_repeats_write_nothing(ledger: Ledger) -> None:
+    held, lent, rich = _scenario(ledger)
+    with ledger.core_transaction() as conn:
+        assert settle(conn, [], [], ledger.now()) == set()
+        settle(conn, held, lent, ledger.now())
+    before = ledger.balance(rich)
+    with ledger.core_transaction() as conn:
+        assert settle(conn, held, lent, ledger.now()) == set()
+    assert ledger.balance(rich) == before
