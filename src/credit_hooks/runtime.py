@@ -69,7 +69,8 @@ def _fast_paths(settings: CreditSettings, ledger: Ledger) -> tuple[SettleJournal
         journal = SettleJournal(ledger, settings.journal_directory)
         if journal.recovered:
             log.warning("settle journal: %d charges of a previous process applied", journal.recovered)
-        atexit.register(journal.close)
+        # at exit: a few seconds to apply what is recorded; the rest waits for the next start
+        atexit.register(journal.close, 5.0)
     escrow = None
     sizing = {
         "ttl_seconds": settings.hold_ttl_seconds,
