@@ -90,6 +90,7 @@ class FastPath:
         self.ledger = Ledger(url, pool_size=9, max_overflow=0, async_holds=True)  # type: ignore[call-arg,unused-ignore]
         self.journal = SettleJournal(self.ledger, workdir / f"journal-{name}-{os.getpid()}-{id(self)}")
         self.escrow: Any = None
+        self.redis_url, self.prefix = redis_url, ""
         if name == "escrow":
             from ledger.escrow import EscrowBook
 
@@ -97,8 +98,10 @@ class FastPath:
         elif name == "redis":
             from ledger.escrow import EscrowBook
 
-            prefix = f"credits-bench-{os.getpid()}-{random.randrange(1 << 30)}"
-            self.escrow = EscrowBook.on_redis(self.ledger, str(redis_url), ttl_seconds=900, prefix=prefix)
+            self.prefix = f"credits-bench-{os.getpid()}-{random.randrange(1 << 30)}"
+            self.escrow = EscrowBook.on_redis(
+                self.ledger, str(redis_url), ttl_seconds=900, prefix=self.prefix
+            )
 
     def cycle(self, account_id: int) -> Callable[[], None]:
         from ledger.outbox import PendingCharge
@@ -140,6 +143,16 @@ class FastPath:
         if self.escrow is not None:
             self.escrow.close()
         self.ledger.dispose()
+        if self.prefix and self.redis_url:
+            import redis
+
+            client = redis.Redis.from_url(self.redis_url, socket_timeout=2)
+            try:
+                keys = list(client.scan_iter(match=f"{self.prefix}:*"))
+                if keys:
+                    client.delete(*keys)
+            finally:
+                client.close()
 
 
 def fast_paths(url: str, workdir: Path, redis_url: str | None, log: Callable[[str], None]) -> list[FastPath]:

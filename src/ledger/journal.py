@@ -258,8 +258,14 @@ class SettleJournal:
                 self.stats.retries += 1
                 self.stats.last_error = str(error)
                 log.warning("settle journal: %d charges wait for the ledger: %s", len(batch), error)
-                time.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_S)
+            except Exception as error:
+                # Anything else is a bug, but this thread is the only one applying the
+                # journal: it must not die. The charges stay on disk; keep trying.
+                self.stats.retries += 1
+                self.stats.last_error = repr(error)
+                log.exception("settle journal: %d charges not applied, trying again", len(batch))
+            time.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX_S)
         self.stats.batches += 1
         self.stats.applied += len(batch) - dropped
         self.stats.dropped += dropped

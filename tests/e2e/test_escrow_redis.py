@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 
 import pytest
+import redis
 
 from .test_escrow_local import (  # collected here, against this module's proxy
     test_a_failed_call_gives_its_loan_back,
@@ -35,3 +37,18 @@ __all__ = [
 @pytest.fixture(autouse=True)
 def _redis_is_there(redis_url: str) -> None:
     """Fail (in CI) or skip when Redis is not running, like every Redis test."""
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _forget_keys() -> Iterator[None]:
+    """The proxy's escrow keys go with the module (they would expire with the hold TTL)."""
+    yield
+    client = redis.Redis.from_url(PROXY_ENV["CREDITS_REDIS_URL"], socket_timeout=2)
+    try:
+        keys = list(client.scan_iter(match=f"{PROXY_ENV['CREDITS_REDIS_PREFIX']}:*"))
+        if keys:
+            client.delete(*keys)
+    except redis.RedisError:
+        pass  # Redis missing: the other fixture already said so
+    finally:
+        client.close()
