@@ -54,7 +54,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, TypedDict, Unpack
 
 from pricing.errors import BillingUnavailable, CreditsError, InvalidOperation, RequestRejected
 
@@ -89,6 +89,14 @@ def _ms(at: datetime) -> int:
 
 def _at(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+class BookOptions(TypedDict, total=False):
+    """The sizing of a book's escrows (``EscrowBook.__init__`` documents each)."""
+
+    calls_per_escrow: int
+    rich_factor: int
+    poor_recheck_seconds: float
 
 
 class EscrowBook:
@@ -139,39 +147,15 @@ class EscrowBook:
         *,
         prefix: str = "credits",
         ttl_seconds: float,
-        calls_per_escrow: int = CALLS_PER_ESCROW,
-        rich_factor: int = 8,
-        poor_recheck_seconds: float = 1.0,
+        **options: Unpack[BookOptions],
     ) -> EscrowBook:
         """A book on Redis (keys under ``{prefix}:escrow:``), shared by every replica."""
-        return cls(
-            ledger,
-            RedisEscrowStore(redis_url, prefix=prefix),
-            ttl_seconds=ttl_seconds,
-            calls_per_escrow=calls_per_escrow,
-            rich_factor=rich_factor,
-            poor_recheck_seconds=poor_recheck_seconds,
-        )
+        return cls(ledger, RedisEscrowStore(redis_url, prefix=prefix), ttl_seconds=ttl_seconds, **options)
 
     @classmethod
-    def in_memory(
-        cls,
-        ledger: Ledger,
-        *,
-        ttl_seconds: float,
-        calls_per_escrow: int = CALLS_PER_ESCROW,
-        rich_factor: int = 8,
-        poor_recheck_seconds: float = 1.0,
-    ) -> EscrowBook:
+    def in_memory(cls, ledger: Ledger, *, ttl_seconds: float, **options: Unpack[BookOptions]) -> EscrowBook:
         """A book of this process only (see the module docstring for several processes)."""
-        return cls(
-            ledger,
-            MemoryEscrowStore(),
-            ttl_seconds=ttl_seconds,
-            calls_per_escrow=calls_per_escrow,
-            rich_factor=rich_factor,
-            poor_recheck_seconds=poor_recheck_seconds,
-        )
+        return cls(ledger, MemoryEscrowStore(), ttl_seconds=ttl_seconds, **options)
 
     def wait_refills(self) -> None:
         """Return once every refill started so far by this book is done (tests, close)."""
@@ -228,10 +212,7 @@ class EscrowBook:
         """
         if micro <= 0 or not self.instant:
             return None
-        now = self._ledger.now()
-        now_ms = _ms(now)
-        renew_claim = _ms(now + timedelta(seconds=self._margin / 2))
-        got = self.store.take(account_id, micro, now_ms, renew_claim, now_ms + REFILL_LOCK_MS)
+        now, got = self._store_take(account_id, micro)
         if got is None:
             return None
         if got.renew:
@@ -264,12 +245,16 @@ class EscrowBook:
         except Exception:  # in a pool thread nobody would see it
             log.exception("escrow background job %s failed", getattr(job, "__name__", job))
 
-    def _take(self, account_id: int, micro: int, reference: str) -> tuple[Hold, bool] | None:
-        """A loan from the current escrow, and whether this lender should open the next one."""
+    def _store_take(self, account_id: int, micro: int) -> tuple[datetime, Taken | None]:
+        """The store's atomic take (with the renew and refill claims), and when it was."""
         now = self._ledger.now()
         now_ms = _ms(now)
         renew_claim = _ms(now + timedelta(seconds=self._margin / 2))
-        got = self.store.take(account_id, micro, now_ms, renew_claim, now_ms + REFILL_LOCK_MS)
+        return now, self.store.take(account_id, micro, now_ms, renew_claim, now_ms + REFILL_LOCK_MS)
+
+    def _take(self, account_id: int, micro: int, reference: str) -> tuple[Hold, bool] | None:
+        """A loan from the current escrow, and whether this lender should open the next one."""
+        now, got = self._store_take(account_id, micro)
         if got is None:
             return None
         if got.renew and not self._renew(account_id, got.escrow_id, now):

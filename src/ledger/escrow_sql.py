@@ -39,6 +39,7 @@ from .hotpath import (
     burn_loop,
     charge_reason,
     insert_usage,
+    usage_event_sql,
     usage_params,
 )
 from .types import Settlement, UsageRecord
@@ -132,13 +133,7 @@ WITH g AS (
         :reference, :now
     FROM g
 ), u AS (
-    INSERT INTO usage_events (hold_id, account_id, api_key_hash, user_id, team_id, end_user_id, model,
-        provider, call_type, tokens_in, tokens_out, provider_cost_usd, markup_rule, catalog_version,
-        charged, cache_hit, stream, created_at, byok)
-    VALUES (:call_id, :account_id, :api_key_hash, :user_id, :team_id, :end_user_id, :model,
-        :provider, :call_type, :tokens_in, :tokens_out, :provider_cost_usd, :markup_rule,
-        :catalog_version, :micro, :cache_hit, :stream, :now, :byok)
-    RETURNING id
+    {usage_event_sql("call_id")}
 )
 SELECT u.id, (SELECT id FROM g) FROM u
 """

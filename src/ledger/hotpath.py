@@ -202,6 +202,18 @@ SELECT h.account_id, h.amount, h.reference, a.balance, a.held FROM h, a
 """
 )
 
+
+def usage_event_sql(hold_param: str) -> str:
+    """The fused settles' usage-event INSERT (its hold id from the ``hold_param`` parameter)."""
+    return f"""INSERT INTO usage_events (hold_id, account_id, api_key_hash, user_id, team_id, end_user_id,
+        model, provider, call_type, tokens_in, tokens_out, provider_cost_usd, markup_rule,
+        catalog_version, charged, cache_hit, stream, created_at, byok)
+    VALUES (:{hold_param}, :account_id, :api_key_hash, :user_id, :team_id, :end_user_id, :model,
+        :provider, :call_type, :tokens_in, :tokens_out, :provider_cost_usd, :markup_rule,
+        :catalog_version, :micro, :cache_hit, :stream, :now, :byok)
+    RETURNING id"""
+
+
 # Settle, statement 2 (a new statement, so under READ COMMITTED it sees every grant
 # change committed before we took the account lock): burn the first live grant when it
 # covers the charge, write the release and charge entries (in that order) and the
@@ -223,13 +235,7 @@ WITH g AS (
         :reference, :now
     FROM g
 ), u AS (
-    INSERT INTO usage_events (hold_id, account_id, api_key_hash, user_id, team_id, end_user_id, model,
-        provider, call_type, tokens_in, tokens_out, provider_cost_usd, markup_rule, catalog_version,
-        charged, cache_hit, stream, created_at, byok)
-    VALUES (:hold_id, :account_id, :api_key_hash, :user_id, :team_id, :end_user_id, :model,
-        :provider, :call_type, :tokens_in, :tokens_out, :provider_cost_usd, :markup_rule,
-        :catalog_version, :micro, :cache_hit, :stream, :now, :byok)
-    RETURNING id
+    {usage_event_sql("hold_id")}
 )
 SELECT u.id, (SELECT id FROM g) FROM u
 """

@@ -954,16 +954,39 @@ class Ledger:
         Idempotent by ``hold_id``: a repeat returns the first Settlement. If a real hold
         with this id exists (it was placed after all), it is settled like ``settle``.
         """
+        return self._charge_call(
+            "settle_unheld",
+            hold_id,
+            account_id,
+            micro,
+            usage,
+            lambda conn, now: hotpath.settle_unheld(
+                conn, hold_id, account_id, micro, usage, reference=reference, now=now
+            ),
+        )
+
+    def _charge_call(
+        self,
+        what: str,
+        call_id: str,
+        account_id: int,
+        micro: int,
+        usage: UsageRecord,
+        write: Callable[[Connection, datetime], Settlement | None],
+    ) -> Settlement:
+        """A call's charge whose hold row is born settled (``write``), once by ``call_id``.
+
+        ``write`` returns None when a hold with this id exists already: the charge was
+        made (a repeat returns it) or a real hold was placed after all (settled now).
+        """
         _check_charge(micro, usage)
-        if not hold_id or len(hold_id) > 32:
-            raise InvalidOperation(f"a hold id must be 1 to 32 characters, got {hold_id!r}")
+        if not call_id or len(call_id) > 32:
+            raise InvalidOperation(f"a hold id must be 1 to 32 characters, got {call_id!r}")
         if not self._fast:
-            raise InvalidOperation("settle_unheld needs SQLite 3.35+ (RETURNING) or PostgreSQL")
+            raise InvalidOperation(f"{what} needs SQLite 3.35+ (RETURNING) or PostgreSQL")
         try:
             with self._uow.core() as conn:
-                done = hotpath.settle_unheld(
-                    conn, hold_id, account_id, micro, usage, reference=reference, now=self._clock()
-                )
+                done = write(conn, self._clock())
         except IntegrityError:
             # The only foreign key the first insert can break: the account.
             with self._uow() as session:
@@ -972,12 +995,12 @@ class Ledger:
             raise
         if done is not None:
             return done
-        existing = self.get_hold(hold_id)
+        existing = self.get_hold(call_id)
         if existing.account_id != account_id:
             raise InvalidOperation(
-                f"hold {hold_id} belongs to account {existing.account_id}, not {account_id}"
+                f"hold {call_id} belongs to account {existing.account_id}, not {account_id}"
             )
-        return self.settle(hold_id, micro, usage)
+        return self.settle(call_id, micro, usage)
 
     def settle_escrowed(
         self,
@@ -1000,39 +1023,18 @@ class Ledger:
         overdraft check: the call was served. Idempotent by ``call_id``: a repeat returns
         the first Settlement and takes nothing more from the escrow.
         """
-        _check_charge(micro, usage)
-        if not call_id or len(call_id) > 32:
-            raise InvalidOperation(f"a call id must be 1 to 32 characters, got {call_id!r}")
         if not escrow_hold_id:
             raise InvalidOperation("an escrowed charge needs the escrow hold id")
-        if not self._fast:
-            raise InvalidOperation("settle_escrowed needs SQLite 3.35+ (RETURNING) or PostgreSQL")
-        try:
-            with self._uow.core() as conn:
-                done = escrow_sql.settle_escrowed(
-                    conn,
-                    call_id,
-                    escrow_hold_id,
-                    account_id,
-                    micro,
-                    usage,
-                    reference=reference,
-                    now=self._clock(),
-                )
-        except IntegrityError:
-            # The only foreign key the first insert can break: the account.
-            with self._uow() as session:
-                if session.get(AccountRow, account_id) is None:
-                    raise AccountNotFound(str(account_id)) from None
-            raise
-        if done is not None:
-            return done
-        existing = self.get_hold(call_id)
-        if existing.account_id != account_id:
-            raise InvalidOperation(
-                f"hold {call_id} belongs to account {existing.account_id}, not {account_id}"
-            )
-        return self.settle(call_id, micro, usage)
+        return self._charge_call(
+            "settle_escrowed",
+            call_id,
+            account_id,
+            micro,
+            usage,
+            lambda conn, now: escrow_sql.settle_escrowed(
+                conn, call_id, escrow_hold_id, account_id, micro, usage, reference=reference, now=now
+            ),
+        )
 
     def shrink_hold(self, hold_id: str, micro: int) -> int:
         """Give up to ``micro`` of an open hold back to its account, leaving it open.

@@ -6,8 +6,6 @@ replaces several of them; a module importing these tests may set another store.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import openai
 import pytest
 
@@ -21,6 +19,7 @@ from .test_credit_gate import (  # collected here, against this module's proxy
     test_an_account_that_cannot_cover_the_worst_case_gets_402,
     wait_for_usage,
 )
+from .test_settle_journal import concurrent_calls
 
 pytestmark = pytest.mark.e2e
 
@@ -49,16 +48,7 @@ def test_the_proxy_lends_from_an_escrow(proxy: RunningProxy) -> None:
 
 def test_calls_lent_from_escrows_are_each_charged_once(proxy: RunningProxy, books: Ledger) -> None:
     account, key = open_account(books, "mona", "pro", 1000)
-    api = client(proxy, key)
-
-    def call(_: int) -> str:
-        reply = api.chat.completions.create(
-            model="demo-fast", messages=[{"role": "user", "content": "hi"}], max_tokens=50
-        )
-        return reply.id
-
-    with ThreadPoolExecutor(8) as pool:
-        assert len(list(pool.map(call, range(CALLS)))) == CALLS
+    assert len(concurrent_calls(client(proxy, key), CALLS)) == CALLS
     events = wait_for_usage(books, account.id, CALLS)
     assert len(events) == CALLS and len({e.hold_id for e in events}) == CALLS
     assert all(e.charged == CHARGE for e in events)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import openai
 import pytest
 
 from ledger import Ledger
@@ -72,9 +73,8 @@ def test_a_journaled_stream_is_charged_from_its_final_usage(proxy: RunningProxy,
     assert wait_until_released(books, account.id) == 0
 
 
-def test_concurrent_calls_of_one_account_are_each_charged_once(proxy: RunningProxy, books: Ledger) -> None:
-    account, key = open_account(books, "lee", "pro", 1000)
-    api = client(proxy, key)
+def concurrent_calls(api: openai.OpenAI, calls: int, workers: int = 8) -> list[str]:
+    """``calls`` small demo-fast calls, ``workers`` at a time; their completion ids."""
 
     def call(_: int) -> str:
         reply = api.chat.completions.create(
@@ -82,9 +82,13 @@ def test_concurrent_calls_of_one_account_are_each_charged_once(proxy: RunningPro
         )
         return reply.id
 
-    with ThreadPoolExecutor(8) as pool:
-        ids = list(pool.map(call, range(40)))
-    assert len(ids) == 40
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(call, range(calls)))
+
+
+def test_concurrent_calls_of_one_account_are_each_charged_once(proxy: RunningProxy, books: Ledger) -> None:
+    account, key = open_account(books, "lee", "pro", 1000)
+    assert len(concurrent_calls(client(proxy, key), 40)) == 40
     events = wait_for_usage(books, account.id, 40)
     assert len(events) == 40
     assert len({e.hold_id for e in events}) == 40
