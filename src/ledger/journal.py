@@ -4,8 +4,10 @@ Opt-in (``CREDITS_SETTLE_MODE=journal``). ``record`` appends the charge as one J
 to the current segment file and returns once an ``fdatasync`` covers it: the charge is
 then on disk before the client has the end of its response, as the outbox promised
 for the outage case. A writer thread applies the recorded charges to the ledger in
-batches, many per transaction (one commit, one WAL flush, one pass over a hot account's
-row lock for the whole batch), and deletes a segment once every line of it is applied.
+batches, many per transaction (``settle_batch``: a few set-based statements and one
+pass over a hot account's row for the whole batch; the commit does not wait for the
+WAL flush, since the lines stay here until checked), and deletes a full segment once
+a sync point has flushed every batch and each of its charges is found in the ledger.
 
 Why it is safe:
 
@@ -14,8 +16,8 @@ Why it is safe:
   DO NOTHING), so a line applied twice (a crash between the commit and the segment's
   deletion) is charged once. At start, ``recover`` applies every segment a previous
   process left behind, before new charges are recorded.
-- Concurrent ``record`` calls share fsyncs (group commit on the file): a caller whose
-  line was written before someone else's fsync began waits for that one.
+- Concurrent ``record`` calls share fsyncs (group commit on the file): a line written
+  before someone else's fsync began is covered by it, and its caller returns then.
 - Until a charge is applied, its hold stays open in the ledger and keeps the worst case
   reserved, so the account can never spend the difference: the ledger is only ever
   more cautious than the truth, by at most the charges in flight (milliseconds).
@@ -24,8 +26,8 @@ Why it is safe:
   CRITICAL and dropped, like the outbox does.
 
 What changes for readers: a balance read right after a response may not show that
-response's charge yet (the lag is the writer's batch time, a few milliseconds under
-load); the headers of the response carry the estimate computed from the hold.
+response's charge yet (the writer waits up to ``LINGER_SECONDS`` to fill a batch, then
+applies it); the headers of the response carry the figures computed from the hold.
 """
 
 from __future__ import annotations
