@@ -99,9 +99,10 @@ class FastPath:
             from ledger.escrow import EscrowBook
 
             self.prefix = f"credits-bench-{os.getpid()}-{random.randrange(1 << 30)}"
-            self.escrow = EscrowBook.on_redis(
-                self.ledger, str(redis_url), ttl_seconds=900, prefix=self.prefix
-            )
+            from ledger.escrow_lease import LeasedBook
+
+            shared = EscrowBook.on_redis(self.ledger, str(redis_url), ttl_seconds=900, prefix=self.prefix)
+            self.escrow = LeasedBook(shared)  # as the proxy uses it: blocks lent from memory
 
     def cycle(self, account_id: int) -> Callable[[], None]:
         from ledger.outbox import PendingCharge

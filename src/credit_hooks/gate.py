@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from ledger import Account, Balance, Hold, Ledger, Settlement, UsageRecord, UsageTotals
 from ledger.escrow import EscrowBook
+from ledger.escrow_lease import LeasedBook
 from ledger.journal import SettleJournal
 from ledger.outbox import Outbox, PendingCharge
 from pricing import (
@@ -114,7 +115,7 @@ class CreditGate:
         clock: Callable[[], datetime] | None = None,
         *,
         journal: SettleJournal | None = None,
-        escrow: EscrowBook | None = None,
+        escrow: EscrowBook | LeasedBook | None = None,
     ) -> None:
         """``journal``: charges are durable in it before a response ends and reach the
         ledger in batches. ``escrow``: rich accounts' calls borrow credit from an escrow

@@ -94,6 +94,8 @@ class CreditSettings(BaseSettings):
     escrow: EscrowMode = EscrowMode.OFF
     escrow_calls: int = Field(default=1000, ge=1)
     escrow_rich_factor: int = Field(default=8, ge=1)
+    # with redis: each process leases blocks of this many worst cases and lends them itself
+    escrow_block_calls: int = Field(default=50, ge=1)
     # keys of the Redis escrow; default: one prefix per ledger database (see runtime)
     redis_prefix: str | None = None
     # how long a cached account (tier, status) is trusted before it is read again

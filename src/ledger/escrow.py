@@ -232,6 +232,15 @@ class EscrowBook:
             self._in_background(self._shrink, hold.escrow_hold_id, shrink)
         return True
 
+    @property
+    def lend_margin_seconds(self) -> float:
+        """How long before an escrow's expiry the book stops lending from it."""
+        return self._margin
+
+    def in_background(self, job: Callable[..., object], *args: object) -> None:
+        """Run ``job(*args)`` on the book's refill threads; errors are logged."""
+        self._in_background(job, *args)
+
     def _in_background(self, job: Callable[..., object], *args: object) -> None:
         try:
             self._refiller.submit(self._quietly, job, *args)

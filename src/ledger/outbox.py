@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,8 @@ from .service import Ledger
 from .types import UsageRecord
 
 log = logging.getLogger("credits.outbox")
+
+_USAGE_FIELDS = tuple(f.name for f in fields(UsageRecord))
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +43,8 @@ class PendingCharge:
     escrow_hold_id: str | None = None
 
     def to_json(self) -> str:
-        usage = asdict(self.usage)
+        # not dataclasses.asdict: its deep copy was a third of a journaled call's CPU
+        usage = {name: getattr(self.usage, name) for name in _USAGE_FIELDS}
         usage["provider_cost_usd"] = str(self.usage.provider_cost_usd)
         raw: dict[str, Any] = {"hold_id": self.hold_id, "micro": self.micro, "usage": usage}
         if self.account_id is not None:

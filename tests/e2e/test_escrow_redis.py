@@ -1,4 +1,4 @@
-"""The escrow tests again, with the escrow in Redis (shared by replicas) instead of memory."""
+"""The escrow tests again, with the escrow in Redis (shared by replicas), lent in blocks."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ PROXY_ENV = {
     "CREDITS_REDIS_URL": "redis://127.0.0.1:6379/9",
     "CREDITS_REDIS_PREFIX": f"credits-e2e-{secrets.token_hex(4)}",
     "CREDITS_ESCROW_CALLS": "5",
+    "CREDITS_ESCROW_BLOCK_CALLS": "2",  # each proxy lends blocks of 2 calls from memory
     "CREDITS_ESCROW_RICH_FACTOR": "2",
 }
 
