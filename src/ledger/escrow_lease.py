@@ -25,11 +25,11 @@ held in the escrow until the escrow expires (conservative), as any loan of a dea
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Final
 
@@ -125,13 +125,22 @@ class LeasedBook:
     def _loan(self, block: _Block, micro: int, reference: str) -> Hold:
         block.remaining -= micro
         block.inflight += 1
-        loan = replace(
-            block.lease,
-            id=uuid.uuid4().hex,
-            amount=micro,
-            reference=reference,
+        lease = block.lease
+        # built directly, not with dataclasses.replace: this runs once per call
+        loan = Hold(
+            os.urandom(16).hex(),  # what uuid4().hex is made of, without the UUID object
+            lease.account_id,
+            micro,
+            "open",
+            lease.expires_at,
+            reference,
+            None,
+            lease.created_at,
+            None,
+            lease.balance_after,
             # the block's unlent credit is the account's to spend too, as the escrow's is
-            available_after=block.lease.available_after + block.remaining,
+            lease.available_after + block.remaining,
+            lease.escrow_hold_id,
         )
         block.loans.add(loan.id)
         self._lent[loan.id] = block

@@ -51,7 +51,7 @@ class PendingCharge:
             raw["account_id"] = self.account_id
         if self.escrow_hold_id is not None:
             raw["escrow_hold_id"] = self.escrow_hold_id
-        return json.dumps(raw, sort_keys=True)
+        return json.dumps(raw)
 
     @classmethod
     def from_json(cls, line: str) -> PendingCharge:
