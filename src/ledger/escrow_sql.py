@@ -39,6 +39,7 @@ from .hotpath import (
     burn_loop,
     charge_reason,
     insert_usage,
+    release_entry,
     usage_event_sql,
     usage_params,
 )
@@ -169,7 +170,7 @@ def settle_escrowed(
         taken = min(escrow.amount, micro)
         if taken > 0:
             conn.execute(TAKE_FROM_HOLD, {"p_hold": escrow_hold_id, "p_take": taken})
-            entries.append(_release_entry(charge, escrow_hold_id, taken, escrow.reference))
+            entries.append(lent_release_entry(charge, escrow_hold_id, taken, escrow.reference))
     balance, held = conn.execute(
         ESCROWED_ACCOUNT, {"p_account": account_id, "p_micro": micro, "p_take": taken, "p_now": now}
     ).one()
@@ -233,18 +234,12 @@ def _call_hold_row(charge: _Charge) -> dict[str, Any]:
     }
 
 
-def _release_entry(charge: _Charge, escrow_hold_id: str, taken: int, escrow_reference: str) -> dict[str, Any]:
-    return {
-        "account_id": charge.account_id,
-        "kind": "release",
-        "amount": 0,
-        "held_delta": -taken,
-        "grant_id": None,
-        "hold_id": escrow_hold_id,
-        "reason": release_reason(charge.hold_id),
-        "reference": escrow_reference,
-        "created_at": charge.now,
-    }
+def lent_release_entry(
+    charge: _Charge, escrow_hold_id: str, taken: int, escrow_reference: str
+) -> dict[str, Any]:
+    return release_entry(
+        charge.account_id, escrow_hold_id, taken, release_reason(charge.hold_id), escrow_reference, charge.now
+    )
 
 
 def _settlement(charge: _Charge, event_id: int, balance: int, held: int) -> Settlement:
@@ -277,18 +272,6 @@ def shrink(conn: Connection, hold_id: str, micro: int, now: datetime) -> int:
         return 0
     conn.execute(TAKE_FROM_HOLD, {"p_hold": hold_id, "p_take": taken})
     conn.execute(RELEASE_HELD, {"p_account": row.account_id, "p_take": taken, "p_now": now})
-    conn.execute(
-        INSERT_ENTRY,
-        {
-            "account_id": row.account_id,
-            "kind": "release",
-            "amount": 0,
-            "held_delta": -taken,
-            "grant_id": None,
-            "hold_id": hold_id,
-            "reason": "escrow shrunk: credit no longer lent",
-            "reference": row.reference,
-            "created_at": now,
-        },
-    )
+    reason = "escrow shrunk: credit no longer lent"
+    conn.execute(INSERT_ENTRY, release_entry(row.account_id, hold_id, taken, reason, row.reference, now))
     return taken

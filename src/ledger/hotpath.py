@@ -343,19 +343,7 @@ def settle(
         SETTLE_ACCOUNT, {"p_account": account_id, "p_amount": amount, "p_micro": micro, "p_now": now}
     ).one()
     charge = _Charge(hold_id, account_id, micro, reference, reason, now)
-    entries = [
-        {
-            "account_id": account_id,
-            "kind": "release",
-            "amount": 0,
-            "held_delta": -amount,
-            "grant_id": None,
-            "hold_id": hold_id,
-            "reason": "settled",
-            "reference": reference,
-            "created_at": now,
-        }
-    ]
+    entries = [release_entry(account_id, hold_id, amount, "settled", reference, now)]
     entries.extend(burn(conn, charge))
     conn.execute(INSERT_ENTRY, entries)
     event_id = insert_usage(conn, charge, usage)
@@ -450,6 +438,23 @@ def burn_loop(conn: Connection, charge: _Charge) -> list[dict[str, Any]]:
             _charge_entry(charge, None, left, f"{charge.reason} (not covered by any grant: debt)".strip())
         )
     return entries
+
+
+def release_entry(
+    account_id: int, hold_id: str, amount: int, reason: str, reference: str, now: datetime
+) -> dict[str, Any]:
+    """The entry that takes ``amount`` of a hold out of the account's held credit."""
+    return {
+        "account_id": account_id,
+        "kind": "release",
+        "amount": 0,
+        "held_delta": -amount,
+        "grant_id": None,
+        "hold_id": hold_id,
+        "reason": reason,
+        "reference": reference,
+        "created_at": now,
+    }
 
 
 def _charge_entry(charge: _Charge, grant_id: int | None, take: int, reason: str) -> dict[str, Any]:

@@ -186,7 +186,12 @@ def settle(
         one = hotpath._Charge(
             hold_id, account_id, charge.micro, reference, hotpath.charge_reason(charge.usage), now
         )
-        per_account[account_id].add(one, charge.usage, amount, _settled_release(one, amount))
+        per_account[account_id].add(
+            one,
+            charge.usage,
+            amount,
+            hotpath.release_entry(account_id, hold_id, amount, "settled", reference, now),
+        )
     for call in (first_lent[hold_id] for hold_id in first_lent if hold_id in fresh):
         one = hotpath._Charge(
             call.hold_id, call.account_id, call.micro, "", hotpath.charge_reason(call.usage), now
@@ -198,7 +203,7 @@ def settle(
             escrow.amount -= taken
             escrow.changed = escrow.changed or taken > 0
         release = (
-            escrow_sql._release_entry(one, call.escrow_hold_id, taken, escrow.reference)
+            escrow_sql.lent_release_entry(one, call.escrow_hold_id, taken, escrow.reference)
             if escrow is not None and taken > 0
             else None
         )
@@ -323,17 +328,3 @@ def _burn_all_from_first(conn: Connection, account_id: int, total: int, now: dat
         return None
     row = conn.execute(hotpath.BURN_FIRST, {"p_account": account_id, "p_micro": total, "p_now": now}).first()
     return int(row[0]) if row is not None else None
-
-
-def _settled_release(charge: hotpath._Charge, amount: int) -> dict[str, Any]:
-    return {
-        "account_id": charge.account_id,
-        "kind": "release",
-        "amount": 0,
-        "held_delta": -amount,
-        "grant_id": None,
-        "hold_id": charge.hold_id,
-        "reason": "settled",
-        "reference": charge.reference,
-        "created_at": charge.now,
-    }
