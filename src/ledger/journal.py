@@ -32,12 +32,15 @@ applies it); the headers of the response carry the figures computed from the hol
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import os
 import queue
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,10 +55,15 @@ log = logging.getLogger("credits.journal")
 MAX_BATCH = 256
 LINGER_SECONDS = 0.05
 SEGMENT_LINES = 50_000
+# Lines are written into space reserved ahead of them: an fdatasync of an append that
+# grows the file also commits its new size to the filesystem's journal, which took a
+# quarter of a one-thread cycle (0.14 against 0.10 ms here), more under load.
+PREALLOCATE_BYTES = 4 << 20
 _RETRY_FIRST_S = 0.05
 _RETRY_MAX_S = 2.0
 _STOP = object()
 _HURRY = object()  # flush() is waiting: stop lingering, apply what is there
+_POLL_SECONDS = 0.005
 
 
 @dataclass(slots=True)
@@ -64,6 +72,8 @@ class _Segment:
     recorded: int = 0
     applied: int = 0
     sealed: bool = False
+    offset: int = 0  # where the next line is written
+    allocated: int = 0  # bytes reserved on disk ahead of the lines (0: none)
 
 
 @dataclass(slots=True)
@@ -102,9 +112,14 @@ class SettleJournal:
         self._linger = linger_seconds
         self._segment_lines = segment_lines
         self.stats = JournalStats()
-        # Lock order: _sync_lock, then _write_lock.
+        # Lock order: _syncs, then _write_lock.
         self._write_lock = threading.Lock()
-        self._sync_lock = threading.Lock()
+        # One fsync at a time; the others wait on the condition, not in a queue for a
+        # lock: a line the running fsync covers returns as soon as it ends, instead of
+        # after the fsync of whoever got the lock next (a convoy that halved the lines
+        # per fsync at 8 threads).
+        self._syncs = threading.Condition()
+        self._syncing = False
         self._names = itertools.count()
         self._written = 0
         self._synced = 0
@@ -112,6 +127,7 @@ class SettleJournal:
         self._fd = self._open(self._segment)
         self._sealed: list[_Segment] = []  # full segments not deleted yet
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._hurry = threading.Event()  # flush() or close() waits: linger no more
         self._idle = threading.Condition()
         self._outstanding = 0
         self._closed = False
@@ -127,7 +143,9 @@ class SettleJournal:
 
     @staticmethod
     def _open(segment: _Segment) -> int:
-        return os.open(segment.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(segment.path, os.O_WRONLY | os.O_CREAT, 0o600)
+        _reserve(fd, segment)
+        return fd
 
     def segments(self) -> list[Path]:
         return sorted(self.directory.glob("journal-*.jsonl"))
@@ -145,10 +163,15 @@ class SettleJournal:
             with self._write_lock:
                 if self._closed:
                     raise BillingUnavailable("settle journal is closed")
-                os.write(self._fd, line)
+                segment = self._segment
+                if segment.allocated and segment.offset + len(line) > segment.allocated:
+                    _reserve(self._fd, segment)
+                if os.pwrite(self._fd, line, segment.offset) != len(line):
+                    # a short write (a full disk): the next line overwrites what got out
+                    raise OSError(errno.ENOSPC, "short write")
+                segment.offset += len(line)
                 self._written += 1
                 mine = self._written
-                segment = self._segment
                 segment.recorded += 1
                 with self._idle:
                     self._outstanding += 1
@@ -163,19 +186,48 @@ class SettleJournal:
     def _sync_to(self, mine: int) -> None:
         if self._synced >= mine:
             return
-        with self._sync_lock:
+        with self._syncs:
+            while self._syncing:
+                self._syncs.wait()
+                if self._synced >= mine:
+                    return  # someone else's fsync covered this line
             if self._synced >= mine:
-                return  # someone else's fsync covered this line
+                return
+            self._syncing = True
+        synced = None
+        try:
             with self._write_lock:
                 target, fd = self._written, self._fd
             os.fdatasync(fd)
-            self._synced = target
+            synced = target
             self.stats.fsyncs += 1
+        finally:
+            with self._syncs:
+                if synced is not None:
+                    self._synced = synced
+                self._syncing = False
+                self._syncs.notify_all()
+
+    @contextmanager
+    def _no_sync(self) -> Iterator[None]:
+        """No fsync runs while the files change (rotation, close)."""
+        with self._syncs:
+            while self._syncing:
+                self._syncs.wait()
+            self._syncing = True
+        try:
+            with self._write_lock:
+                yield
+        finally:
+            with self._syncs:
+                self._syncing = False
+                self._syncs.notify_all()
 
     def _rotate(self, full: _Segment) -> None:
-        with self._sync_lock, self._write_lock:
+        with self._no_sync():
             if self._segment is not full:
                 return
+            _trim(self._fd, full)
             os.fdatasync(self._fd)
             self._synced = self._written
             os.close(self._fd)
@@ -229,25 +281,38 @@ class SettleJournal:
                 return
             if first is _HURRY:
                 continue
+            self._linger_for_more()
             batch = [first]
             stop = False
-            # The charges are on disk already: waiting a few ms to apply more of them in
-            # one transaction costs nobody anything but the read-your-writes lag.
-            until = time.monotonic() + self._linger
             while len(batch) < self._max_batch:
                 try:
-                    item = self._queue.get(timeout=max(0.0, until - time.monotonic()))
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is _STOP:
                     stop = True
                     break
-                if item is _HURRY:
-                    break
-                batch.append(item)
+                if item is not _HURRY:
+                    batch.append(item)
             self._apply_until_done(batch)  # type: ignore[arg-type]
             if stop:
                 return
+
+    def _linger_for_more(self) -> None:
+        """Wait up to the linger for a full batch, flush() or close().
+
+        The charges are on disk already: waiting a few ms to apply more of them in one
+        transaction costs nobody anything but the read-your-writes lag. The wait polls
+        the queue's length instead of taking each line as it comes: a writer woken per
+        line took the interpreter lock from the recording thread once per call.
+        """
+        until = time.monotonic() + self._linger
+        while self._queue.qsize() < self._max_batch - 1 and not self._hurry.is_set():
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            self._hurry.wait(min(left, _POLL_SECONDS))
+        self._hurry.clear()
 
     def _apply_until_done(self, batch: list[tuple[_Segment, PendingCharge]]) -> None:
         delay = _RETRY_FIRST_S
@@ -283,6 +348,7 @@ class SettleJournal:
         """Wait until every charge recorded so far is applied; False on timeout."""
         deadline = time.monotonic() + timeout
         self._queue.put(_HURRY)
+        self._hurry.set()
         with self._idle:
             while self._outstanding:
                 left = deadline - time.monotonic()
@@ -301,8 +367,10 @@ class SettleJournal:
                 return
             self._closed = True
         self._queue.put(_STOP)  # the writer applies what is queued, then stops
+        self._hurry.set()
         self._thread.join(timeout)
-        with self._sync_lock, self._write_lock:
+        with self._no_sync():
+            _trim(self._fd, self._segment)
             os.fdatasync(self._fd)
             os.close(self._fd)
             self._segment.sealed = True
@@ -333,6 +401,27 @@ class SettleJournal:
         if landed:
             ledger.sync_point()
         return landed
+
+
+def _reserve(fd: int, segment: _Segment) -> None:
+    """Reserve the next ``PREALLOCATE_BYTES`` of the segment (nothing where unsupported).
+
+    A crash leaves the reserved tail as NUL bytes, which readers skip (``Outbox``).
+    """
+    try:
+        os.posix_fallocate(fd, segment.allocated, PREALLOCATE_BYTES)
+    except OSError as error:
+        log.info("settle journal: no space reserved ahead in %s: %s", segment.path, error)
+        segment.allocated = 0
+        return
+    segment.allocated += PREALLOCATE_BYTES
+
+
+def _trim(fd: int, segment: _Segment) -> None:
+    """Cut the reserved tail off a segment that takes no more lines."""
+    if segment.allocated:
+        os.ftruncate(fd, segment.offset)
+        segment.allocated = 0
 
 
 def apply_charges(ledger: Ledger, charges: list[PendingCharge]) -> int:

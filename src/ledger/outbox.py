@@ -90,7 +90,10 @@ class Outbox:
         if not self.path.exists():
             return []
         charges: list[PendingCharge] = []
-        for number, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, text in enumerate(self.path.read_text(encoding="utf-8").splitlines(), start=1):
+            # NUL bytes: space a settle journal reserved ahead of its lines (or around a
+            # line a crash left unwritten), never part of a line
+            line = text.strip("\0")
             if not line.strip():
                 continue
             try:

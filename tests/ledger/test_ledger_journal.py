@@ -13,8 +13,9 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from ledger import Ledger
+from ledger import journal as journal_module
 from ledger.journal import SettleJournal, apply_charges
-from ledger.outbox import PendingCharge
+from ledger.outbox import Outbox, PendingCharge
 
 
 @pytest.fixture
@@ -90,6 +91,48 @@ def test_segments_left_by_a_crashed_process_are_applied_once_at_start(ledger: Le
     # three held calls and one whose hold was never written (an async hold lost in a crash)
     assert (balance.balance, balance.held) == (10 * CR - 350_000, 0)
     assert len(ledger.usage(account)) == 4
+
+
+def test_a_crashed_segment_with_its_reserved_tail_is_read_past_the_nul_bytes(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    account = funded(ledger, 10 * CR)
+    left_behind = tmp_path / "journal"
+    left_behind.mkdir()
+    first, unwritten, last = (_charge(ledger, account, 100_000) for _ in range(3))
+    hole = "\0" * len(unwritten.to_json() + "\n")
+    # space reserved ahead of the lines is NUL bytes; so is a line the crash kept off the
+    # disk while a later one got there (neither fsync had returned)
+    (left_behind / "journal-20261121T000000-1-000000.jsonl").write_text(
+        first.to_json() + "\n" + hole + last.to_json() + "\n" + "\0" * 4096
+    )
+    assert SettleJournal.recover(ledger, left_behind) == 2
+    assert ledger.balance(account).balance == 10 * CR - 200_000
+    assert sorted(u.hold_id for u in ledger.usage(account)) == sorted([first.hold_id, last.hold_id])
+
+
+def test_lines_are_written_into_space_reserved_ahead_of_them(
+    ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_module, "PREALLOCATE_BYTES", 1024)
+    account = funded(ledger, 10 * CR)
+    journal = SettleJournal(ledger, tmp_path / "journal")
+    charges = [_charge(ledger, account, 10_000) for _ in range(10)]
+    written = sum(len(c.to_json()) + 1 for c in charges)
+    assert written > 2 * 1024  # the reservation is extended as the lines come
+    try:
+        for charge in charges:
+            journal.record(charge)
+        (segment,) = journal.segments()
+        size = segment.stat().st_size
+        assert size % 1024 == 0 and written <= size < written + 1024
+        assert [c.hold_id for c in Outbox(segment).pending()] == [c.hold_id for c in charges]
+        assert journal.flush(10)
+    finally:
+        journal.close()
+    assert journal.segments() == []
+    assert ledger.balance(account).balance == 10 * CR - 100_000
+    assert len(ledger.usage(account)) == 10
 
 
 def test_a_segment_rotates_and_is_deleted_once_applied(ledger: Ledger, tmp_path: Path) -> None:
