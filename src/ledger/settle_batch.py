@@ -33,7 +33,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, TextClause, text
@@ -109,16 +108,16 @@ _INSERT_ENTRIES = _insert_rows("entries", _ENTRY_COLUMNS)
 _INSERT_EVENTS = _insert_rows("usage_events", _EVENT_COLUMNS)
 
 
-def _json_value(value: object) -> str:
-    # Decimal as its exact text (numeric parses it as is); datetimes are not read
-    if isinstance(value, Decimal | datetime):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not a batch column")
-
-
 def _rows(rows: list[dict[str, Any]]) -> str:
-    """Rows as one JSON document; keys not in a statement's record are ignored by it."""
-    return json.dumps(rows, default=_json_value, separators=(",", ":"))
+    """Rows as one JSON document; keys not in a statement's record are ignored by it.
+
+    Each row's ``created_at`` is dropped here (the statement writes ``:now``): a
+    datetime would cost a call back into Python per row, as a Decimal would (callers
+    pass decimals as their exact text, which ``numeric`` parses as is).
+    """
+    for row in rows:
+        row.pop("created_at", None)
+    return json.dumps(rows, separators=(",", ":"))
 
 
 _LOCK_ESCROWS = text(
@@ -253,7 +252,12 @@ def settle(
             elif one.micro > 0:
                 entries.extend(hotpath.burn_loop(conn, one))
             params = hotpath.usage_params(usage)
-            params.update(hold_id=one.hold_id, account_id=account_id, charged=one.micro, created_at=now)
+            params.update(
+                hold_id=one.hold_id,
+                account_id=account_id,
+                charged=one.micro,
+                provider_cost_usd=str(usage.provider_cost_usd),
+            )
             events.append(params)
     if entries:
         conn.execute(_INSERT_ENTRIES, {"rows": _rows(entries), "now": now})

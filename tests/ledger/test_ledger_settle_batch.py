@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import astuple, replace
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,23 @@ from sqlalchemy.engine import make_url
 
 from ledger import Ledger
 from ledger.settle_batch import LentCharge, OpenCharge, settle
+
+# every column of a usage event away from USAGE's values: what each statement writes is
+# compared column by column with what the one-by-one path writes
+ODD = replace(
+    USAGE,
+    user_id='o"dd \\ ü\n',
+    team_id=None,
+    end_user_id=None,
+    tokens_in=2**40,
+    tokens_out=0,
+    provider_cost_usd=Decimal("0.000000123456789012"),
+    markup_rule=None,
+    catalog_version=None,
+    cache_hit=True,
+    stream=True,
+    byok=True,
+)
 
 
 @pytest.fixture
@@ -55,11 +74,11 @@ def _scenario(ledger: Ledger) -> tuple[list[OpenCharge], list[LentCharge], int]:
         OpenCharge(holds[1].id, 9_999, USAGE),  # a repeat: the first charge of a hold wins
         OpenCharge(small_hold.id, 1_200_000, USAGE),  # past the account's grants: debt
         OpenCharge(voided.id, 300_000, USAGE),  # not open: left for the one-by-one path
-        OpenCharge(holds[2].id, 0, USAGE),  # free
+        OpenCharge(holds[2].id, 0, ODD),  # free
     ]
     lent = [
         LentCharge("c" * 31 + "1", escrow.id, rich.id, 700_000, USAGE),
-        LentCharge("c" * 31 + "2", escrow.id, rich.id, 1_000_000, USAGE),
+        LentCharge("c" * 31 + "2", escrow.id, rich.id, 1_000_000, ODD),
         LentCharge("c" * 31 + "3", escrow.id, rich.id, 900_000, USAGE),  # the escrow has 300_000 left
         LentCharge("c" * 31 + "1", escrow.id, rich.id, 5, USAGE),  # a repeat
     ]
@@ -75,8 +94,17 @@ def _books(ledger: Ledger) -> dict[str, object]:
         out[account.external_id] = (
             (b.balance, b.held, b.debt),
             sorted(g.remaining for g in ledger.grants(account.id)),
-            sorted(u.charged for u in ledger.usage(account.id, limit=100)),
-            sorted((e.kind, e.amount, e.held_delta) for e in ledger.history(account.id, limit=100)),
+            sorted(
+                (
+                    astuple(replace(u, id=0, hold_id="", created_at=None))  # type: ignore[arg-type]
+                    for u in ledger.usage(account.id, limit=100)
+                ),
+                key=repr,  # None and text may meet in a column
+            ),
+            sorted(
+                (e.kind, e.amount, e.held_delta, e.reason, e.reference)
+                for e in ledger.history(account.id, limit=100)
+            ),
         )
     return out
 
