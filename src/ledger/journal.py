@@ -259,16 +259,16 @@ class SettleJournal:
         """
         if not segment.sealed or segment.applied < segment.recorded or not segment.path.exists():
             return
-        charges = Outbox(segment.path).pending()
+        box = Outbox(segment.path)
         self._ledger.sync_point()
-        missing = self._ledger.unsettled([c.hold_id for c in charges])
+        missing = self._ledger.unsettled(box.hold_ids())
         if missing:
             log.error(
                 "settle journal: %d charges of %s were not in the ledger; applied again",
                 len(missing),
                 segment.path,
             )
-            apply_charges(self._ledger, [c for c in charges if c.hold_id in missing])
+            apply_charges(self._ledger, [c for c in box.pending() if c.hold_id in missing])
             self._ledger.sync_point()
         segment.path.unlink(missing_ok=True)
 

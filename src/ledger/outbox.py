@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 from dataclasses import dataclass, fields
 from decimal import Decimal
@@ -26,6 +27,8 @@ from .types import UsageRecord
 log = logging.getLogger("credits.outbox")
 
 _USAGE_FIELDS = tuple(f.name for f in fields(UsageRecord))
+# the start of a line as ``to_json`` writes it, for a hold id made of plain characters
+_HOLD_ID = re.compile(rb'\{"hold_id": "([0-9A-Za-z_.:-]*)"')
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,31 @@ class Outbox:
                 # a torn last line from a crash mid-write: that charge never returned, keep going
                 log.error("outbox %s:%d unreadable, skipped: %s", self.path, number, exc)
         return charges
+
+    def hold_ids(self) -> list[str]:
+        """The hold id of every readable line, without building its charge.
+
+        A line starts with its hold id (``to_json``), which a match reads; a line that
+        does not match is parsed as JSON (and skipped when torn, as ``pending`` does).
+        """
+        if not self.path.exists():
+            return []
+        ids: list[str] = []
+        with self._lock:
+            lines = self.path.read_bytes().splitlines()
+        for raw in lines:
+            line = raw.strip(b"\0")
+            if not line.strip():
+                continue
+            found = _HOLD_ID.match(line)
+            if found is not None:
+                ids.append(found[1].decode())
+                continue
+            try:
+                ids.append(str(json.loads(line)["hold_id"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+        return ids
 
     def drain(self, ledger: Ledger) -> int:
         """Settle every pending charge; keep those the ledger still refuses. Returns how many landed."""

@@ -84,6 +84,14 @@ def _positive(name: str, value: int) -> None:
         raise InvalidOperation(f"{name} must be a whole number of micro-credits > 0, got {value!r}")
 
 
+_UNSETTLED = text(
+    """
+SELECT v.id FROM unnest(CAST(:ids AS text[])) AS v(id)
+WHERE NOT EXISTS (SELECT 1 FROM usage_events AS u WHERE u.hold_id = v.id)
+"""
+)
+
+
 class Ledger:
     """The book of record: accounts, keys, grants, holds, charges and usage.
 
@@ -203,6 +211,10 @@ class Ledger:
         """The hold ids in ``hold_ids`` that have no usage event (not charged) yet."""
         found: set[str] = set()
         with self._uow.core() as conn:
+            if self.dialect == "postgresql":
+                # one anti-join returning only the missing ids (usually none): a settle
+                # journal's segment asks for 50,000 at a time
+                return {row[0] for row in conn.execute(_UNSETTLED, {"ids": list(hold_ids)})}
             for start in range(0, len(hold_ids), 1000):
                 chunk = list(hold_ids[start : start + 1000])
                 found.update(

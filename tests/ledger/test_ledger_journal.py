@@ -150,6 +150,53 @@ def test_a_segment_rotates_and_is_deleted_once_applied(ledger: Ledger, tmp_path:
     assert ledger.balance(account).balance == 10 * CR - 70_000
 
 
+def test_a_segment_whose_charges_the_database_lost_is_applied_again_before_it_goes(
+    ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = funded(ledger, 10 * CR)
+    real = journal_module.apply_charges
+    lost: list[str] = []
+
+    def lose_the_first_batch(book: Ledger, charges: list[PendingCharge]) -> int:
+        # as if its async commit had been lost in a database crash
+        if not lost:
+            lost.extend(c.hold_id for c in charges)
+            return 0
+        return real(book, charges)
+
+    monkeypatch.setattr(journal_module, "apply_charges", lose_the_first_batch)
+    journal = SettleJournal(ledger, tmp_path / "journal", segment_lines=3)
+    try:
+        for _ in range(3):
+            journal.record(_charge(ledger, account, 10_000))
+        assert journal.flush(10)
+    finally:
+        journal.close()
+    assert lost  # a batch was lost, and found missing when its segment was checked
+    assert journal.segments() == []
+    assert ledger.balance(account).balance == 10 * CR - 30_000
+    assert len(ledger.usage(account)) == 3
+    assert ledger.audit() == []
+
+
+def test_unsettled_names_the_holds_without_a_usage_event(ledger: Ledger) -> None:
+    account = funded(ledger, 10 * CR)
+    charged, open_hold = (ledger.hold(account, CR, ttl_seconds=60) for _ in range(2))
+    ledger.settle(charged.id, 1_000, USAGE)
+    never = uuid.uuid4().hex
+    assert ledger.unsettled([charged.id, open_hold.id, never]) == {open_hold.id, never}
+    assert ledger.unsettled([]) == set()
+
+
+def test_hold_ids_are_read_from_every_line_without_building_charges(tmp_path: Path) -> None:
+    plain = PendingCharge(uuid.uuid4().hex, 1, USAGE, account_id=1)
+    quoted = PendingCharge('made "up" id', 2, USAGE, account_id=1)  # not a plain id: parsed
+    path = tmp_path / "journal-x.jsonl"
+    path.write_text(plain.to_json() + "\n" + quoted.to_json() + "\n" + '{"hold_id": "to' + "\0" * 512)
+    assert Outbox(path).hold_ids() == [plain.hold_id, quoted.hold_id]
+    assert Outbox(tmp_path / "absent.jsonl").hold_ids() == []
+
+
 def test_a_bad_charge_is_dropped_without_sinking_its_batch(ledger: Ledger) -> None:
     account = funded(ledger, 10 * CR)
     good = [_charge(ledger, account, 10_000) for _ in range(3)]
