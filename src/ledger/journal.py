@@ -63,7 +63,7 @@ _RETRY_FIRST_S = 0.05
 _RETRY_MAX_S = 2.0
 _STOP = object()
 _HURRY = object()  # flush() is waiting: stop lingering, apply what is there
-_POLL_SECONDS = 0.005
+_FLUSH_NUDGE_SECONDS = 0.01
 
 
 @dataclass(slots=True)
@@ -127,7 +127,7 @@ class SettleJournal:
         self._fd = self._open(self._segment)
         self._sealed: list[_Segment] = []  # full segments not deleted yet
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._hurry = threading.Event()  # flush() or close() waits: linger no more
+        self._hurry = threading.Event()  # a full batch, flush() or close(): linger no more
         self._idle = threading.Condition()
         self._outstanding = 0
         self._closed = False
@@ -180,6 +180,8 @@ class SettleJournal:
             raise BillingUnavailable(f"settle journal {self.directory}: {error}") from error
         self.stats.recorded += 1
         self._queue.put((segment, charge))
+        if self._queue.qsize() >= self._max_batch - 1:
+            self._hurry.set()  # a full batch: the writer lingers no more
         if segment.recorded >= self._segment_lines:
             self._rotate(segment)
 
@@ -299,19 +301,16 @@ class SettleJournal:
                 return
 
     def _linger_for_more(self) -> None:
-        """Wait up to the linger for a full batch, flush() or close().
+        """Wait up to the linger, unless a batch is full or flush() or close() waits.
 
         The charges are on disk already: waiting a few ms to apply more of them in one
-        transaction costs nobody anything but the read-your-writes lag. The wait polls
-        the queue's length instead of taking each line as it comes: a writer woken per
-        line took the interpreter lock from the recording thread once per call.
+        transaction costs nobody anything but the read-your-writes lag. The writer is
+        woken twice per batch (its first line, the end of the wait), never per line: a
+        writer woken per line took the interpreter lock from the recording thread once
+        per call. ``record`` cuts the wait short when the queue holds a full batch.
         """
-        until = time.monotonic() + self._linger
-        while self._queue.qsize() < self._max_batch - 1 and not self._hurry.is_set():
-            left = until - time.monotonic()
-            if left <= 0:
-                break
-            self._hurry.wait(min(left, _POLL_SECONDS))
+        if self._queue.qsize() < self._max_batch - 1:
+            self._hurry.wait(self._linger)
         self._hurry.clear()
 
     def _apply_until_done(self, batch: list[tuple[_Segment, PendingCharge]]) -> None:
@@ -348,13 +347,15 @@ class SettleJournal:
         """Wait until every charge recorded so far is applied; False on timeout."""
         deadline = time.monotonic() + timeout
         self._queue.put(_HURRY)
-        self._hurry.set()
         with self._idle:
             while self._outstanding:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                self._idle.wait(left)
+                # again each time: a writer that took the last wake-up for another batch
+                # would linger on this one
+                self._hurry.set()
+                self._idle.wait(min(left, _FLUSH_NUDGE_SECONDS))
         return True
 
     def close(self, timeout: float = 30.0) -> None:
