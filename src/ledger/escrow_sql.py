@@ -24,7 +24,6 @@ from typing import Any
 from sqlalchemy import Connection, exc, select, text, update
 
 from .hotpath import (
-    _LIVE_FIRST_SQL,
     ACCOUNTS,
     HOLDS,
     INSERT_ENTRY,
@@ -38,9 +37,9 @@ from .hotpath import (
     burn,
     burn_loop,
     charge_reason,
+    charge_sql,
     insert_usage,
     release_entry,
-    usage_event_sql,
     usage_params,
 )
 from .types import Settlement, UsageRecord
@@ -112,32 +111,13 @@ SELECT a.balance, a.held, COALESCE((SELECT taken FROM t), 0), (SELECT reference 
 """
 )
 
-# Statement 2 (a new statement: under READ COMMITTED it sees every grant change committed
-# before we took the account lock): the first live grant when it covers the charge, the
-# escrow's release entry (when it gave anything) before the call's charge entry, and
-# the usage event.
-PG_ESCROWED_2 = text(
-    f"""
-WITH g AS (
-    UPDATE grants SET remaining = remaining - :micro
-    WHERE id = ({_LIVE_FIRST_SQL}) AND remaining >= :micro AND :micro > 0
-    RETURNING id
-), e AS (
-    INSERT INTO entries (account_id, kind, amount, held_delta, grant_id, hold_id, reason, reference,
-        created_at)
-    SELECT CAST(:account_id AS bigint), 'release', CAST(0 AS bigint), -CAST(:taken AS bigint),
+# Statement 2: the escrow's release entry only when it gave anything.
+PG_ESCROWED_2 = charge_sql(
+    """SELECT CAST(:account_id AS bigint), 'release', CAST(0 AS bigint), -CAST(:taken AS bigint),
         CAST(NULL AS bigint), CAST(:escrow_id AS text), CAST(:release_reason AS text),
         CAST(:escrow_reference AS text), CAST(:now AS timestamptz)
-    WHERE CAST(:taken AS bigint) > 0
-    UNION ALL
-    SELECT :account_id, 'charge', -CAST(:micro AS bigint), 0, g.id, :call_id, :charge_reason,
-        :reference, :now
-    FROM g
-), u AS (
-    {usage_event_sql("call_id")}
-)
-SELECT u.id, (SELECT id FROM g) FROM u
-"""
+    WHERE CAST(:taken AS bigint) > 0""",
+    "call_id",
 )
 
 

@@ -35,6 +35,7 @@ from sqlalchemy import (
     Connection,
     String,
     Table,
+    TextClause,
     bindparam,
     insert,
     or_,
@@ -203,23 +204,17 @@ SELECT h.account_id, h.amount, h.reference, a.balance, a.held FROM h, a
 )
 
 
-def usage_event_sql(hold_param: str) -> str:
-    """The fused settles' usage-event INSERT (its hold id from the ``hold_param`` parameter)."""
-    return f"""INSERT INTO usage_events (hold_id, account_id, api_key_hash, user_id, team_id, end_user_id,
-        model, provider, call_type, tokens_in, tokens_out, provider_cost_usd, markup_rule,
-        catalog_version, charged, cache_hit, stream, created_at, byok)
-    VALUES (:{hold_param}, :account_id, :api_key_hash, :user_id, :team_id, :end_user_id, :model,
-        :provider, :call_type, :tokens_in, :tokens_out, :provider_cost_usd, :markup_rule,
-        :catalog_version, :micro, :cache_hit, :stream, :now, :byok)
-    RETURNING id"""
+def charge_sql(release: str, call_param: str) -> TextClause:
+    """A fused settle's statement 2, around ``release`` (the SELECT of its release entry).
 
-
-# Settle, statement 2 (a new statement, so under READ COMMITTED it sees every grant
-# change committed before we took the account lock): burn the first live grant when it
-# covers the charge, write the release and charge entries (in that order) and the
-# usage event (whose UNIQUE(hold_id) stays the database's own backstop).
-PG_SETTLE_2 = text(
-    f"""
+    A new statement, so under READ COMMITTED it sees every grant change committed before
+    the account lock was taken: burn the first live grant when it covers the charge,
+    write the release and charge entries (in that order) and the usage event (whose
+    UNIQUE(hold_id) stays the database's own backstop). The call's id is the
+    ``call_param`` parameter.
+    """
+    return text(
+        f"""
 WITH g AS (
     UPDATE grants SET remaining = remaining - :micro
     WHERE id = ({_LIVE_FIRST_SQL}) AND remaining >= :micro AND :micro > 0
@@ -227,18 +222,31 @@ WITH g AS (
 ), e AS (
     INSERT INTO entries (account_id, kind, amount, held_delta, grant_id, hold_id, reason, reference,
         created_at)
-    SELECT CAST(:account_id AS bigint), 'release', CAST(0 AS bigint), -CAST(:amount AS bigint),
-        CAST(NULL AS bigint), CAST(:hold_id AS text), 'settled', CAST(:reference AS text),
-        CAST(:now AS timestamptz)
+    {release}
     UNION ALL
-    SELECT :account_id, 'charge', -CAST(:micro AS bigint), 0, g.id, :hold_id, :charge_reason,
+    SELECT :account_id, 'charge', -CAST(:micro AS bigint), 0, g.id, :{call_param}, :charge_reason,
         :reference, :now
     FROM g
 ), u AS (
-    {usage_event_sql("hold_id")}
+    INSERT INTO usage_events (hold_id, account_id, api_key_hash, user_id, team_id, end_user_id,
+        model, provider, call_type, tokens_in, tokens_out, provider_cost_usd, markup_rule,
+        catalog_version, charged, cache_hit, stream, created_at, byok)
+    VALUES (:{call_param}, :account_id, :api_key_hash, :user_id, :team_id, :end_user_id, :model,
+        :provider, :call_type, :tokens_in, :tokens_out, :provider_cost_usd, :markup_rule,
+        :catalog_version, :micro, :cache_hit, :stream, :now, :byok)
+    RETURNING id
 )
 SELECT u.id, (SELECT id FROM g) FROM u
 """
+    )
+
+
+# Settle, statement 2: the hold's release entry ('settled', the whole hold).
+PG_SETTLE_2 = charge_sql(
+    """SELECT CAST(:account_id AS bigint), 'release', CAST(0 AS bigint), -CAST(:amount AS bigint),
+        CAST(NULL AS bigint), CAST(:hold_id AS text), 'settled', CAST(:reference AS text),
+        CAST(:now AS timestamptz)""",
+    "hold_id",
 )
 
 
