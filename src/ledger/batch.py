@@ -53,6 +53,7 @@ from sqlalchemy import Connection, Engine, exc, text
 from pricing.errors import BillingUnavailable
 
 from .engine import is_unavailable, unavailable_reason
+from .queued import take_queued
 
 MAX_BATCH = 64
 # How long a later operation of a batch may wait for a row lock before it is handed
@@ -126,16 +127,7 @@ class GroupCommitter:
             if first is _STOP:
                 return
             batch = [first]
-            stop = False
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)
+            stop = take_queued(self._queue, batch, self._max_batch, _STOP)
             self._run_batch(batch)
             if stop:
                 return

@@ -48,6 +48,7 @@ from pricing.errors import AccountNotFound, BillingUnavailable, CreditsError, Ho
 
 from . import journal_dirs, settle_batch
 from .outbox import Outbox, PendingCharge, apply_one
+from .queued import take_queued
 from .service import Ledger
 
 log = logging.getLogger("credits.journal")
@@ -285,17 +286,7 @@ class SettleJournal:
                 continue
             self._linger_for_more()
             batch = [first]
-            stop = False
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                if item is not _HURRY:
-                    batch.append(item)
+            stop = take_queued(self._queue, batch, self._max_batch, _STOP, skip=_HURRY)
             self._apply_until_done(batch)  # type: ignore[arg-type]
             if stop:
                 return
