@@ -1,6 +1,10 @@
+import math
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pricing import MICRO_PER_CREDIT, credits_to_micro, micro_to_credits, micro_to_usd, usd_to_micro
 
@@ -39,6 +43,14 @@ def test_usd_to_micro_ignores_the_callers_decimal_context() -> None:
     with localcontext() as ctx:
         ctx.prec = 3
         assert usd_to_micro(Decimal("0.123456789"), Decimal("0.001")) == 123_456_789
+
+
+@given(
+    usd=st.decimals(min_value=Decimal("-1e6"), max_value=Decimal("1e6"), allow_nan=False, places=20),
+    rate=st.decimals(min_value=Decimal("1e-9"), max_value=Decimal("100"), allow_nan=False, places=12),
+)
+def test_usd_to_micro_is_the_exact_ceiling(usd: Decimal, rate: Decimal) -> None:
+    assert usd_to_micro(usd, rate) == math.ceil(Fraction(usd) * MICRO_PER_CREDIT / Fraction(rate))
 
 
 def test_usd_to_micro_refuses_floats_and_bad_rates() -> None:
