@@ -196,7 +196,10 @@ def settle(
     )
     fresh = _insert_call_holds(conn, list(first_lent.values()), now)
     per_account: dict[int, _Account] = defaultdict(_Account)
-    for hold_id, account_id, amount, reference in closed:
+    # in the batch's order, not the statement's: the order decides which grant each
+    # charge burns when an account's charges cross from one grant to the next
+    closed_rows = {row[0]: row for row in closed}
+    for hold_id, account_id, amount, reference in (closed_rows[i] for i in first_held if i in closed_rows):
         charge = first_held[hold_id]
         one = hotpath._Charge(
             hold_id, account_id, charge.micro, reference, hotpath.charge_reason(charge.usage), now
@@ -262,7 +265,7 @@ def settle(
     if entries:
         conn.execute(_INSERT_ENTRIES, {"rows": _rows(entries), "now": now})
     conn.execute(_INSERT_EVENTS, {"rows": _rows(events), "now": now})
-    return {hold_id for hold_id, _, _, _ in closed} | fresh
+    return set(closed_rows) | fresh
 
 
 @dataclass(slots=True)

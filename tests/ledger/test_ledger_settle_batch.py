@@ -64,7 +64,11 @@ def _scenario(ledger: Ledger) -> tuple[list[OpenCharge], list[LentCharge], int]:
     ledger.grant(rich.id, 10 * CR, source="purchase", external_ref="r2")
     ledger.grant(small.id, CR, source="purchase", external_ref="s1")
     escrow = ledger.hold(rich.id, 2 * CR, ttl_seconds=60, reference="escrow")
-    holds = [ledger.hold(rich.id, CR, ttl_seconds=60) for _ in range(3)]
+    # the batch's order is the reverse of the ids' order: a statement that hands the
+    # closed holds back by id must not decide which charge burns which grant
+    holds = sorted(
+        (ledger.hold(rich.id, CR, ttl_seconds=60) for _ in range(3)), key=lambda h: h.id, reverse=True
+    )
     small_hold = ledger.hold(small.id, 500_000, ttl_seconds=60)
     voided = ledger.hold(rich.id, CR, ttl_seconds=60)
     ledger.void(voided.id)
