@@ -417,14 +417,19 @@ def _trim(fd: int, segment: _Segment) -> None:
 
 
 def apply_charges(ledger: Ledger, charges: list[PendingCharge]) -> int:
-    """Apply ``charges`` to the ledger, as many as possible in one transaction.
+    """Apply ``charges`` to the ledger, as many as possible in one transaction per batch.
 
     Returns how many were dropped for good. Raises ``BillingUnavailable`` when the
     database is away (nothing of the batch may then be assumed written, and applying
     it again is safe).
     """
     dropped = 0
-    for charge in _apply_batch(ledger, charges):
+    # a whole segment's worth (the check after a database crash) goes in slices: one
+    # statement's ids must stay under SQLite's 32,766 parameters
+    rest = [
+        c for i in range(0, len(charges), MAX_BATCH) for c in _apply_batch(ledger, charges[i : i + MAX_BATCH])
+    ]
+    for charge in rest:
         # The rare paths one by one: a hold already settled, voided, expired or never
         # written (an async hold lost in a database crash), or a batch that failed.
         try:

@@ -179,6 +179,27 @@ def test_a_segment_whose_charges_the_database_lost_is_applied_again_before_it_go
     assert ledger.audit() == []
 
 
+def test_a_whole_segment_is_applied_again_in_batches(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    account = funded(ledger, 10 * CR)
+    charges = [_charge(ledger, account, 1_000) for _ in range(10)]
+    sizes: list[int] = []
+    real = journal_module._apply_batch
+
+    def spy(book: Ledger, batch: list[PendingCharge]) -> list[PendingCharge]:
+        sizes.append(len(batch))
+        return real(book, batch)
+
+    # a segment re-applied after a database crash holds up to 50,000 charges: one
+    # statement for all of them would pass SQLite's limit of 32,766 parameters
+    monkeypatch.setattr(journal_module, "MAX_BATCH", 4)
+    monkeypatch.setattr(journal_module, "_apply_batch", spy)
+    assert apply_charges(ledger, charges) == 0
+    assert sizes == [4, 4, 2]
+    assert len(ledger.usage(account)) == 10
+    assert ledger.balance(account).balance == 10 * CR - 10_000
+    assert ledger.audit() == []
+
+
 def test_unsettled_names_the_holds_without_a_usage_event(ledger: Ledger) -> None:
     account = funded(ledger, 10 * CR)
     charged, open_hold = (ledger.hold(account, CR, ttl_seconds=60) for _ in range(2))
