@@ -1,17 +1,18 @@
 """Many charges as a few set-based statements (the settle journal's writer).
 
 ``hotpath.settle`` and ``escrow_sql.settle_escrowed`` cost two statements per charge on
-PostgreSQL, and a hot account's row is locked from the first of them to the commit. A
-journal batch of N charges here costs at most eight statements whatever N is, and
+PostgreSQL (eight on SQLite), and a hot account's row is locked from the first of them
+to the commit. A journal batch of N charges here costs a fixed number of statements
+whatever N is (eight on PostgreSQL, ten on SQLite, plus a grant burn per account), and
 touches each account row once:
 
-1. lock the open escrows the lent calls borrowed from (``FOR NO KEY UPDATE``, id order);
-2. close every open hold of the held calls (``UPDATE holds ... FROM unnest(...)``): the
-   exactly-once check, as in ``hotpath.settle``; a hold that is not open matches no
-   row and its charge goes back to the caller for the one-by-one paths;
-3. insert the lent calls' own hold rows, born settled (``ON CONFLICT DO NOTHING``: a
-   call charged before is skipped), and take each call's charge out of its escrow
-   in the batch's order, as ``settle_escrowed`` would one after another;
+1. lock the open escrows the lent calls borrowed from (id order);
+2. close every open hold of the held calls: the exactly-once check, as in
+   ``hotpath.settle``; a hold that is not open is left alone and its charge goes back
+   to the caller for the one-by-one paths;
+3. insert the lent calls' own hold rows, born settled (a call charged before is
+   skipped), and take each call's charge out of its escrow in the batch's order, as
+   ``settle_escrowed`` would one after another;
 4. the escrows' new amounts, then one ``UPDATE accounts`` with each account's summed
    release and charge;
 5. per account, burn its summed charge from the first live grant when that grant
@@ -20,129 +21,27 @@ touches each account row once:
 6. every release and charge entry in one multi-row ``INSERT``, every usage event in
    another.
 
-Updates join arrays of their rows; inserts take their rows as one JSON document.
-
-Locks are taken in the usual order (holds, then accounts, then grants). The result is
-the same books as charging the calls one after another in the batch's order.
+The statements are each database's own (``settle_batch_pg``, ``settle_batch_sqlite``);
+this module is the arithmetic they share. Locks are taken in the usual order (holds,
+then accounts, then grants). The result is the same books as charging the calls one
+after another in the batch's order.
 """
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import ModuleType
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, TextClause, text
+from sqlalchemy import Connection
 
-from . import escrow_sql, hotpath
+from . import escrow_sql, hotpath, settle_batch_pg, settle_batch_sqlite
 from .types import UsageRecord
 
-# Updates join their rows from arrays (``unnest``): the planner sizes an array right and
-# takes the index; it guesses 100 rows for ``json_to_recordset`` and hash-joins a
-# sequential scan of the whole table.
-_CLOSE_HOLDS = text(
-    """
-UPDATE holds SET status = 'settled', charged = v.micro, resolved_at = :now
-FROM unnest(CAST(:ids AS text[]), CAST(:micros AS bigint[])) AS v(id, micro)
-WHERE holds.id = v.id AND holds.status = 'open'
-RETURNING holds.id, holds.account_id, holds.amount, holds.reference
-"""
-)
-_MOVE_ACCOUNTS = text(
-    """
-UPDATE accounts SET held = accounts.held - v.amount, balance = accounts.balance - v.micro,
-    updated_at = :now
-FROM unnest(CAST(:ids AS bigint[]), CAST(:amounts AS bigint[]), CAST(:micros AS bigint[]))
-    AS v(id, amount, micro)
-WHERE accounts.id = v.id
-"""
-)
-# Inserts take their rows as ONE json parameter (``json_to_recordset``): an array per
-# column made psycopg dump every element in Python, which held the interpreter lock for
-# about 35 us per charge, more than the calls it served; ``json.dumps`` is C.
-_ENTRY_COLUMNS = {
-    "account_id": "bigint",
-    "kind": "text",
-    "amount": "bigint",
-    "held_delta": "bigint",
-    "grant_id": "bigint",
-    "hold_id": "text",
-    "reason": "text",
-    "reference": "text",
-}
-_EVENT_COLUMNS = {
-    "hold_id": "text",
-    "account_id": "bigint",
-    "api_key_hash": "text",
-    "user_id": "text",
-    "team_id": "text",
-    "end_user_id": "text",
-    "model": "text",
-    "provider": "text",
-    "call_type": "text",
-    "tokens_in": "bigint",
-    "tokens_out": "bigint",
-    "provider_cost_usd": "numeric",
-    "markup_rule": "text",
-    "catalog_version": "text",
-    "charged": "bigint",
-    "cache_hit": "boolean",
-    "stream": "boolean",
-    "byok": "boolean",
-}
-
-
-def _insert_rows(table: str, columns: dict[str, str]) -> TextClause:
-    names = ", ".join(columns)
-    record = ", ".join(f"{name} {kind}" for name, kind in columns.items())
-    return text(
-        f"INSERT INTO {table} ({names}, created_at) "
-        f"SELECT {names}, :now FROM json_to_recordset(CAST(:rows AS json)) AS v({record})"
-    )
-
-
-_INSERT_ENTRIES = _insert_rows("entries", _ENTRY_COLUMNS)
-_INSERT_EVENTS = _insert_rows("usage_events", _EVENT_COLUMNS)
-
-
-def _rows(rows: list[dict[str, Any]]) -> str:
-    """Rows as one JSON document; keys not in a statement's record are ignored by it.
-
-    Each row's ``created_at`` is dropped here (the statement writes ``:now``): a
-    datetime would cost a call back into Python per row, as a Decimal would (callers
-    pass decimals as their exact text, which ``numeric`` parses as is).
-    """
-    for row in rows:
-        row.pop("created_at", None)
-    return json.dumps(rows, separators=(",", ":"))
-
-
-_LOCK_ESCROWS = text(
-    """
-SELECT id, account_id, amount, reference FROM holds
-WHERE id = ANY(CAST(:ids AS text[])) AND status = 'open'
-ORDER BY id FOR NO KEY UPDATE
-"""
-)
-_INSERT_CALL_HOLDS = text(
-    """
-INSERT INTO holds (id, account_id, amount, status, expires_at, reference, charged, created_at, resolved_at)
-SELECT v.id, v.account_id, 0, 'settled', :now, '', v.micro, :now, :now
-FROM json_to_recordset(CAST(:rows AS json)) AS v(id text, account_id bigint, micro bigint)
-ON CONFLICT (id) DO NOTHING
-RETURNING id
-"""
-)
-_SHRINK_ESCROWS = text(
-    """
-UPDATE holds SET amount = v.amount
-FROM unnest(CAST(:ids AS text[]), CAST(:amounts AS bigint[])) AS v(id, amount)
-WHERE holds.id = v.id
-"""
-)
+_STATEMENTS: dict[str, ModuleType] = {"postgresql": settle_batch_pg, "sqlite": settle_batch_sqlite}
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,20 +80,19 @@ def settle(
     Returns the hold ids charged now; the others (a hold not open, a call id charged
     before) are untouched. A hold id that appears twice is charged by its first charge.
     """
-    if conn.dialect.name != "postgresql":
-        return _one_by_one(conn, held, lent, now)
+    sql = _STATEMENTS[conn.dialect.name]
     first_held = _first(held)
     first_lent = _first(lent)
-    escrows = _lock_escrows(conn, sorted({c.escrow_hold_id for c in first_lent.values()}))
-    closed = (
-        conn.execute(
-            _CLOSE_HOLDS,
-            {"ids": list(first_held), "micros": [c.micro for c in first_held.values()], "now": now},
-        ).all()
-        if first_held
-        else []
-    )
-    fresh = _insert_call_holds(conn, list(first_lent.values()), now)
+    escrow_ids = sorted({c.escrow_hold_id for c in first_lent.values()})
+    escrows = {
+        hold_id: _Escrow(account_id, amount, reference)
+        for hold_id, account_id, amount, reference in (
+            sql.lock_escrows(conn, escrow_ids) if escrow_ids else []
+        )
+    }
+    closed = sql.close_holds(conn, {i: c.micro for i, c in first_held.items()}, now) if first_held else []
+    calls = [(c.hold_id, c.account_id, c.micro) for c in first_lent.values()]
+    fresh: set[str] = sql.insert_call_holds(conn, calls, now) if calls else set()
     per_account: dict[int, _Account] = defaultdict(_Account)
     # in the batch's order, not the statement's: the order decides which grant each
     # charge burns when an account's charges cross from one grant to the next
@@ -230,17 +128,9 @@ def settle(
         return set()
     changed = [(i, e.amount) for i, e in escrows.items() if e.changed]
     if changed:
-        conn.execute(_SHRINK_ESCROWS, {"ids": [i for i, _ in changed], "amounts": [a for _, a in changed]})
+        sql.shrink_escrows(conn, changed)
     accounts = sorted(per_account)
-    conn.execute(
-        _MOVE_ACCOUNTS,
-        {
-            "ids": accounts,
-            "amounts": [per_account[a].released for a in accounts],
-            "micros": [per_account[a].charged for a in accounts],
-            "now": now,
-        },
-    )
+    sql.move_accounts(conn, [(a, per_account[a].released, per_account[a].charged) for a in accounts], now)
     entries: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     for account_id in accounts:
@@ -255,16 +145,11 @@ def settle(
             elif one.micro > 0:
                 entries.extend(hotpath.burn_loop(conn, one))
             params = hotpath.usage_params(usage)
-            params.update(
-                hold_id=one.hold_id,
-                account_id=account_id,
-                charged=one.micro,
-                provider_cost_usd=str(usage.provider_cost_usd),
-            )
+            params.update(hold_id=one.hold_id, account_id=account_id, charged=one.micro, created_at=now)
             events.append(params)
     if entries:
-        conn.execute(_INSERT_ENTRIES, {"rows": _rows(entries), "now": now})
-    conn.execute(_INSERT_EVENTS, {"rows": _rows(events), "now": now})
+        sql.insert_entries(conn, entries, now)
+    sql.insert_events(conn, events, now)
     return set(closed_rows) | fresh
 
 
@@ -292,55 +177,6 @@ def _first(charges: Sequence[_C]) -> dict[str, _C]:
     for charge in charges:
         first.setdefault(charge.hold_id, charge)
     return first
-
-
-def _lock_escrows(conn: Connection, ids: list[str]) -> dict[str, _Escrow]:
-    """Lock the open escrows of the batch, first of all (hold rows before accounts)."""
-    if not ids:
-        return {}
-    rows = conn.execute(_LOCK_ESCROWS, {"ids": ids}).all()
-    return {
-        hold_id: _Escrow(account_id, amount, reference) for hold_id, account_id, amount, reference in rows
-    }
-
-
-def _insert_call_holds(conn: Connection, calls: list[LentCharge], now: datetime) -> set[str]:
-    """The lent calls' own hold rows, born settled; returns the ids not charged before."""
-    if not calls:
-        return set()
-    rows = conn.execute(
-        _INSERT_CALL_HOLDS,
-        {
-            "rows": _rows([{"id": c.hold_id, "account_id": c.account_id, "micro": c.micro} for c in calls]),
-            "now": now,
-        },
-    ).all()
-    return {row[0] for row in rows}
-
-
-def _one_by_one(
-    conn: Connection, held: Sequence[OpenCharge], lent: Sequence[LentCharge], now: datetime
-) -> set[str]:
-    """SQLite: a statement is a function call, the loop is as cheap as the set."""
-    done: set[str] = set()
-    for charge in held:
-        if charge.hold_id not in done and hotpath.settle(
-            conn, charge.hold_id, charge.micro, charge.usage, now
-        ):
-            done.add(charge.hold_id)
-    for call in lent:
-        if call.hold_id not in done and escrow_sql.settle_escrowed(
-            conn,
-            call.hold_id,
-            call.escrow_hold_id,
-            call.account_id,
-            call.micro,
-            call.usage,
-            reference="",
-            now=now,
-        ):
-            done.add(call.hold_id)
-    return done
 
 
 def _burn_all_from_first(conn: Connection, account_id: int, total: int, now: datetime) -> int | None:
