@@ -69,7 +69,9 @@ def _fast_paths(
     journal = None
     if settings.settle_mode is SettleMode.JOURNAL:
         # what processes now gone recorded but did not apply is charged before anything new
-        journal = SettleJournal(ledger, settings.journal_directory)
+        journal = SettleJournal(
+            ledger, settings.journal_directory, linger_seconds=settings.journal_linger_ms / 1000
+        )
         if journal.recovered:
             log.warning("settle journal: %d charges of a previous process applied", journal.recovered)
         # at exit: a few seconds to apply what is recorded; the rest waits for the next start

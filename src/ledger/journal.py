@@ -26,8 +26,9 @@ Why it is safe:
   CRITICAL and dropped, like the outbox does.
 
 What changes for readers: a balance read right after a response may not show that
-response's charge yet (the writer waits up to ``LINGER_SECONDS`` to fill a batch, then
-applies it); the headers of the response carry the figures computed from the hold.
+response's charge yet (the writer waits up to ``linger_seconds``, ``LINGER_SECONDS`` by
+default, to fill a batch, then applies it); the headers of the response carry the figures
+computed from the hold.
 """
 
 from __future__ import annotations
@@ -134,6 +135,10 @@ class SettleJournal:
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="ledger-journal", daemon=True)
         self._thread.start()
+
+    @property
+    def linger_seconds(self) -> float:
+        return self._linger
 
     # -- files ------------------------------------------------------------------------
 

@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from credit_hooks.runtime import _fast_paths
 from credit_hooks.settings import DEFAULT_PRICING_FILE, CreditSettings, load_settings
+from ledger import Ledger
 from pricing import load_catalog
 from pricing.errors import SettingsError
 
@@ -35,6 +37,7 @@ def test_defaults_need_no_service(monkeypatch: pytest.MonkeyPatch) -> None:
         ("CREDITS_HOLD_TTL_SECONDS", "-5", "greater than 0"),
         ("CREDITS_WELCOME_CREDITS", "lots", "decimal"),
         ("CREDITS_CACHE_HIT_CHARGE", "half", "free"),
+        ("CREDITS_JOURNAL_LINGER_MS", "-1", "greater than or equal to 0"),
     ],
 )
 def test_a_wrong_value_names_the_setting(
@@ -52,3 +55,19 @@ def test_account_order_is_configurable(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setenv("CREDITS_ACCOUNT_ORDER", " end_user , key ")
     assert load_settings().account_order == ("end_user", "key")
     assert CreditSettings(account_order="user").account_order == ("user",)
+
+
+def test_the_journal_waits_as_long_as_configured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CREDITS_SETTLE_MODE", "journal")
+    monkeypatch.setenv("CREDITS_JOURNAL_DIR", str(tmp_path / "journal"))
+    monkeypatch.setenv("CREDITS_JOURNAL_LINGER_MS", "250")
+    ledger = Ledger(f"sqlite:///{tmp_path / 'books.db'}")
+    ledger.create_schema()
+    journal, escrow = _fast_paths(load_settings(), ledger)
+    try:
+        assert journal is not None and escrow is None
+        assert journal.linger_seconds == 0.25
+    finally:
+        if journal is not None:
+            journal.close()
+        ledger.dispose()
