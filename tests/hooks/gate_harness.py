@@ -10,6 +10,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+
+from credit_hooks import runtime
 from credit_hooks.catalog_source import CatalogSource
 from credit_hooks.gate import CreditGate, OpenCall
 from credit_hooks.identity import Caller, Identity
@@ -19,6 +22,7 @@ from ledger import Account, Ledger, Settlement
 from ledger.outbox import Outbox
 
 PLANS = Path(__file__).with_name("plans.yaml")
+EXAMPLE_CATALOG = Path(__file__).parents[2] / "examples" / "pricing.yaml"
 T = TypeVar("T")
 
 
@@ -48,6 +52,25 @@ def make_gate(
     )
     catalogs = CatalogSource(pricing, ledger.catalog_rows, ledger.catalog_stamp)
     return CreditGate(settings, catalogs, ledger, Outbox(settings.outbox_path), clock=clock)
+
+
+def runtime_books(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> Ledger:
+    """Point the plugin's own runtime (``runtime.gate()``, as the proxy builds it) at a new
+    SQLite ledger in ``tmp_path`` with the example catalog; ``env``: more ``CREDITS_*``."""
+    url = f"sqlite:///{tmp_path / 'credits.db'}"
+    settings = {
+        "CREDITS_DATABASE_URL": url,
+        "CREDITS_PRICING_FILE": str(EXAMPLE_CATALOG),
+        "CREDITS_OUTBOX_PATH": str(tmp_path / "outbox.jsonl"),
+        "CREDITS_PERIOD_JOB_SECONDS": "0",
+        **env,
+    }
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    runtime.reset()
+    book = Ledger(url)
+    book.create_schema()
+    return book
 
 
 def caller(account: Account) -> Caller:

@@ -13,20 +13,13 @@ from credit_hooks import auth, runtime
 from credit_hooks.identity import BOUND_ACCOUNT_KEY
 from ledger import Ledger
 
-EXAMPLE_CATALOG = Path(__file__).parents[2] / "examples" / "pricing.yaml"
+from .gate_harness import runtime_books
 
 
 @pytest.fixture
 def books(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ledger]:
-    url = f"sqlite:///{tmp_path / 'credits.db'}"
-    monkeypatch.setenv("CREDITS_DATABASE_URL", url)
-    monkeypatch.setenv("CREDITS_PRICING_FILE", str(EXAMPLE_CATALOG))
-    monkeypatch.setenv("CREDITS_OUTBOX_PATH", str(tmp_path / "outbox.jsonl"))
-    monkeypatch.setenv("CREDITS_PERIOD_JOB_SECONDS", "0")
-    runtime.reset()
+    book = runtime_books(tmp_path, monkeypatch)
     auth._keys.clear()
-    book = Ledger(url)
-    book.create_schema()
     yield book
     runtime.reset()
     auth._keys.clear()

@@ -13,21 +13,12 @@ from litellm.proxy._types import ProxyException, UserAPIKeyAuth
 from credit_hooks import credits_callback, runtime
 from ledger import Ledger
 
-EXAMPLE_CATALOG = Path(__file__).parents[2] / "examples" / "pricing.yaml"
+from .gate_harness import runtime_books
 
 
 @pytest.fixture
 def books(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ledger]:
-    url = f"sqlite:///{tmp_path / 'credits.db'}"
-    monkeypatch.setenv("CREDITS_DATABASE_URL", url)
-    monkeypatch.setenv("CREDITS_PRICING_FILE", str(EXAMPLE_CATALOG))
-    monkeypatch.setenv("CREDITS_OUTBOX_PATH", str(tmp_path / "outbox.jsonl"))
-    monkeypatch.setenv("CREDITS_DEFAULT_TIER", "pro")
-    monkeypatch.setenv("CREDITS_WELCOME_CREDITS", "500")
-    monkeypatch.setenv("CREDITS_PERIOD_JOB_SECONDS", "0")
-    runtime.reset()
-    book = Ledger(url)
-    book.create_schema()
+    book = runtime_books(tmp_path, monkeypatch, CREDITS_DEFAULT_TIER="pro", CREDITS_WELCOME_CREDITS="500")
     yield book
     runtime.reset()
     assert book.audit() == []
