@@ -15,6 +15,7 @@ from typing import Annotated
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ledger.journal import LINGER_SECONDS
 from pricing.errors import SettingsError
 
 ENV_PREFIX = "CREDITS_"
@@ -88,9 +89,9 @@ class CreditSettings(BaseSettings):
     settle_mode: SettleMode = SettleMode.DIRECT
     journal_dir: Path | None = None  # default: credits-journal/ next to the outbox
     # how long the journal's writer waits to fill a batch: each batch has a fixed cost
-    # (~1 ms of the proxy's CPU), so a longer wait is cheaper per charge; the price is
-    # that the ledger shows a charge up to this much later (the headers never lag)
-    journal_linger_ms: float = Field(default=50.0, ge=0, le=10_000)
+    # (ledger.journal.LINGER_SECONDS), so a longer wait is cheaper per charge; the price
+    # is that the ledger shows a charge up to this much later (the headers never lag)
+    journal_linger_ms: float = Field(default=LINGER_SECONDS * 1000, ge=0, le=10_000)
     # PostgreSQL: a hold's commit does not wait for the WAL flush (ledger.Ledger docs)
     async_holds: bool = False
     # rich accounts borrow each call's credit from an escrow hold of escrow_calls worst
