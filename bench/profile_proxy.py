@@ -200,6 +200,7 @@ def record(
     rate: int,
     concurrency: int,
     client_cpus: set[int] | None,
+    stream: bool = False,
 ) -> dict[str, Any]:
     assert variant.proc is not None
     argv = [str(PY_SPY), "record", "--pid", str(variant.proc.pid), "--duration", str(int(seconds))]
@@ -218,7 +219,7 @@ def record(
     try:
         # the load outlasts the sampling window a little on both ends; the CPU per request
         # is the load's own (the proxy serves nothing else)
-        result = proxy_bench.load(variant, concurrency, seconds + 1.0, 10**7, False, client_cpus)
+        result = proxy_bench.load(variant, concurrency, seconds + 1.0, 10**7, stream, client_cpus)
         _, err = spy.communicate(timeout=seconds + 60)
     finally:
         procs.stop(spy)
@@ -272,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
+    parser.add_argument("--stream", action="store_true", help="streamed completions")
     parser.add_argument("--out", type=Path, default=Path("bench-results/profile"))
     parser.add_argument("--pg-url", default=os.environ.get("BENCH_PG_URL", pg.DEFAULT_ADMIN_URL))
     parser.add_argument("--no-pin", action="store_true")
@@ -332,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise RuntimeError(f"warm-up of {v.name} failed: {warm['first_error']}")
             for v in variants:
                 raw = args.out / f"{v.name}.txt"
-                run = record(v, raw, args.seconds, args.rate, args.concurrency, client_cpus)
+                run = record(v, raw, args.seconds, args.rate, args.concurrency, client_cpus, args.stream)
                 run["concurrency"] = args.concurrency
                 run["raw_stacks"] = str(raw)
                 per_sample = 1000 / args.rate / max(1, run["requests_in_window"])

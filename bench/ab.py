@@ -1,0 +1,114 @@
+"""A/B of plugin settings: proxies that differ only in ``CREDITS_*`` settings, one run.
+
+    python -m bench.ab --concurrency 1 --rounds 6 --seconds 6 \\
+        l50=postgresql:CREDITS_JOURNAL_LINGER_MS=50 \\
+        l250=postgresql:CREDITS_JOURNAL_LINGER_MS=250
+
+Each variant is ``NAME=DATABASE[:SETTING=VALUE,...]`` (DATABASE: ``sqlite`` or
+``postgresql``); the settings are added to the fast paths the full bench measures
+(``--plain`` leaves them out). A proxy without the plugin runs beside them, and the
+rounds alternate between all of them, as in ``python -m bench``. Prints req/s, the ratio
+to ``without``, the proxy's CPU per request and the latencies, and checks the books.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import ledger_bench, pg, procs, proxy_bench
+
+
+def parse_variant(text: str) -> tuple[str, str, dict[str, str]]:
+    """``NAME=DATABASE[:K=V,...]`` -> (name, database, settings)."""
+    name, sep, rest = text.partition("=")
+    database, _, pairs = rest.partition(":")
+    if not sep or not name or database not in ("sqlite", "postgresql"):
+        raise argparse.ArgumentTypeError(f"expected NAME=sqlite|postgresql[:K=V,...], got {text!r}")
+    settings: dict[str, str] = {}
+    for pair in filter(None, pairs.split(",")):
+        key, eq, value = pair.partition("=")
+        if not eq or not key.startswith("CREDITS_"):
+            raise argparse.ArgumentTypeError(f"expected CREDITS_NAME=VALUE in {text!r}, got {pair!r}")
+        settings[key] = value
+    return name, database, settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.split("\n\n")[0])
+    parser.add_argument("variants", nargs="+", type=parse_variant, metavar="NAME=DATABASE[:K=V,...]")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=6.0, help="per round and variant")
+    parser.add_argument("--stream", action="store_true", help="streamed completions")
+    parser.add_argument("--plain", action="store_true", help="without the fast paths' settings")
+    parser.add_argument("--pg-url", default=pg.DEFAULT_ADMIN_URL)
+    args = parser.parse_args(argv)
+
+    procs.install_cleanup()
+    cores = procs.cores()
+    proxy_cpus, client_cpus = ({cores[0]}, {cores[1]}) if len(cores) >= 2 else (None, None)
+    base = {} if args.plain else proxy_bench.ESCROW_ENV
+    with ledger_bench.tempdir() as tmp, contextlib.ExitStack() as stack:
+        workdir = Path(tmp)
+        upstream = procs.spawn(
+            [sys.executable, "-m", "bench.fake_upstream", "--port", "0"],
+            cwd=Path(__file__).resolve().parents[1],
+            stdout=subprocess.PIPE,
+            cpus=client_cpus,
+        )
+        stack.callback(procs.stop, upstream)
+        variants = [proxy_bench.Variant("without", False, None, workdir)]
+        for name, database, settings in args.variants:
+            url = (
+                f"sqlite:///{workdir / f'{name}.db'}"
+                if database == "sqlite"
+                else stack.enter_context(pg.temp_database(args.pg_url))
+            )
+            env = {"CREDITS_JOURNAL_DIR": str(workdir / f"journal-{name}"), **base, **settings}
+            variants.append(proxy_bench.Variant(name, True, url, workdir, env=env))
+        stack.callback(proxy_bench.stop, variants)
+        out = proxy_bench.run(
+            variants,
+            procs.wait_port_line(upstream),
+            [(args.concurrency, args.stream)],
+            args.rounds,
+            args.seconds,
+            10**9,
+            300,
+            proxy_cpus,
+            client_cpus,
+            print,
+        )
+    report(out, f"c{args.concurrency}" + ("_stream" if args.stream else ""))
+    return 0
+
+
+def report(out: dict[str, Any], label: str) -> None:
+    level = out["levels"][label]
+    without = level["without"]
+    print(f"\n{label}: req/s, ratio to without, proxy CPU ms/req (added), p50 (added), p99")
+    for name, x in level.items():
+        if not isinstance(x, dict):
+            continue
+        cpu, p50 = x["proxy_cpu_ms_per_request"], x["p50_ms"]
+        print(
+            f"  {name:24s} {x['rps']:7.1f}  {x['rps'] / without['rps']:.3f}"
+            f"  {cpu:6.2f} ({cpu - without['proxy_cpu_ms_per_request']:+.2f})"
+            f"  {p50:7.2f} ({p50 - without['p50_ms']:+.2f})  {x['p99_ms']:7.1f}"
+            f"  rounds {x['rounds_rps']}"
+        )
+    for name, books in out["books_check"].items():
+        ok = books["ok_responses"] == books["usage_events"] and not books["audit_problems"]
+        print(
+            f"  books {name}: {books['ok_responses']} responses, {books['usage_events']} usage events, "
+            f"audit {'ok' if ok else books['audit_problems']}"
+        )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
