@@ -100,7 +100,7 @@ def report(out: dict[str, Any], label: str) -> None:
             f"  {name:24s} {x['rps']:7.1f}  {x['rps'] / without['rps']:.3f}"
             f"  {cpu:6.2f} ({cpu - without['proxy_cpu_ms_per_request']:+.2f})"
             f"  {p50:7.2f} ({p50 - without['p50_ms']:+.2f})  {x['p99_ms']:7.1f}"
-            f"  rounds {x['rounds_rps']}"
+            f"  rounds {x['rounds_rps']}  full GCs {x['full_gcs']} ({x['full_gc_s']} s)"
         )
     for name, books in out["books_check"].items():
         ok = books["ok_responses"] == books["usage_events"] and not books["audit_problems"]

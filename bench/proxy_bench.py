@@ -34,6 +34,7 @@ from .stats import percentile, r
 MASTER_KEY = "sk-bench-master-5d1c0e7b9a3f4e2d8c6b"
 MODEL_GROUP = "bench-gpt-4o"
 LITELLM = Path(sys.executable).with_name("litellm")
+GC_PROBE = Path(__file__).resolve().with_name("gc_probe")
 PLENTY_MICRO = 10**15
 
 
@@ -119,6 +120,9 @@ def launch(variant: Variant, upstream_port: int, cpus: set[int] | None) -> None:
     if variant.database_url:
         env["CREDITS_DATABASE_URL"] = variant.database_url
     env.update(variant.env)
+    # counts the proxy's full garbage collections (bench/gc_probe), read around each round
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(GC_PROBE), env.get("PYTHONPATH", "")) if p)
+    env["BENCH_GC_STATS"] = str(gc_stats_path(variant))
     with variant.log_path.open("wb") as log:
         variant.proc = procs.spawn(
             [str(LITELLM), "--config", str(config), "--host", "127.0.0.1", "--port", str(variant.port)],
@@ -128,6 +132,19 @@ def launch(variant: Variant, upstream_port: int, cpus: set[int] | None) -> None:
             stderr=subprocess.STDOUT,
             cpus=cpus,
         )
+
+
+def gc_stats_path(variant: Variant) -> Path:
+    return variant.workdir / f"gc-{variant.port}.json"
+
+
+def full_collections(variant: Variant) -> tuple[int, float]:
+    """The proxy's full garbage collections so far, and their seconds."""
+    try:
+        totals = json.loads(gc_stats_path(variant).read_text())
+    except (OSError, ValueError):
+        return 0, 0.0
+    return int(totals["full"]), float(totals["seconds"])
 
 
 def wait_ready(variant: Variant, timeout: float) -> float:
@@ -182,6 +199,7 @@ def load(
         argv.append("--stream")
     assert variant.proc is not None
     cpu_before = procs.cpu_seconds(variant.proc.pid)
+    gc_before = full_collections(variant)
     proc = procs.spawn(
         argv,
         cwd=Path(__file__).resolve().parents[1],
@@ -199,6 +217,9 @@ def load(
         )
     result: dict[str, Any] = json.loads(out)
     result["proxy_cpu_s"] = procs.cpu_seconds(variant.proc.pid) - cpu_before
+    gc_after = full_collections(variant)
+    result["full_gcs"] = gc_after[0] - gc_before[0]
+    result["full_gc_s"] = gc_after[1] - gc_before[1]
     variant.sent_ok += int(result["ok"])
     return result
 
@@ -218,6 +239,9 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "first_error": next((x["first_error"] for x in rounds if x["first_error"]), ""),
         "charged_header": sum(x["charged"] for x in rounds),
         "rounds_rps": [r(x["ok"] / x["elapsed_s"], 1) for x in rounds if x["elapsed_s"]],
+        # LiteLLM's own full collections (0.3-0.9 s each) land in some rounds and not others
+        "full_gcs": sum(x.get("full_gcs", 0) for x in rounds),
+        "full_gc_s": r(sum(x.get("full_gc_s", 0.0) for x in rounds), 2),
     }
 
 

@@ -159,6 +159,7 @@ def sections(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
                         str(x["requests"]),
                         str(x["errors"]),
                         " ".join(_fmt(v, 0) for v in x["rounds_rps"]),
+                        f"{x.get('full_gcs', 0)} ({_fmt(x.get('full_gc_s', 0.0), 2)} s)",
                     ]
                 )
         out.append(
@@ -176,6 +177,7 @@ def sections(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
                     "requests",
                     "errors",
                     "req/s per round",
+                    "full GCs in rounds",
                 ],
                 rows,
             )
