@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -206,12 +205,7 @@ def proxy_section(
     proxy_cpus: set[int] | None,
     client_cpus: set[int] | None,
 ) -> dict[str, Any]:
-    upstream = procs.spawn(
-        [sys.executable, "-m", "bench.fake_upstream", "--port", "0"],
-        cwd=Path(__file__).resolve().parents[1],
-        stdout=subprocess.PIPE,
-        cpus=client_cpus,
-    )
+    upstream = proxy_bench.spawn_upstream(client_cpus)
     variants: list[proxy_bench.Variant] = []
     try:
         port = procs.wait_port_line(upstream)

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     base = {} if args.plain else proxy_bench.ESCROW_ENV
     with ledger_bench.tempdir() as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
-        upstream = procs.spawn(
-            [sys.executable, "-m", "bench.fake_upstream", "--port", "0"],
-            cwd=Path(__file__).resolve().parents[1],
-            stdout=subprocess.PIPE,
-            cpus=client_cpus,
-        )
+        upstream = proxy_bench.spawn_upstream(client_cpus)
         stack.callback(procs.stop, upstream)
         variants = [proxy_bench.Variant("without", False, None, workdir)]
         for name, database, settings in args.variants:

@@ -295,12 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="credits-profile-") as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
-        upstream = procs.spawn(
-            [sys.executable, "-m", "bench.fake_upstream", "--port", "0"],
-            cwd=Path(__file__).resolve().parents[1],
-            stdout=subprocess.PIPE,
-            cpus=client_cpus,
-        )
+        upstream = proxy_bench.spawn_upstream(client_cpus)
         port = procs.wait_port_line(upstream)
         variants = []
         for name in wanted:

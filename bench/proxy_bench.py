@@ -92,6 +92,16 @@ class Variant:
         return f"http://127.0.0.1:{self.port}"
 
 
+def spawn_upstream(cpus: set[int] | None) -> subprocess.Popen[bytes]:
+    """The fake OpenAI-compatible upstream (``bench.fake_upstream``); its port comes on stdout."""
+    return procs.spawn(
+        [sys.executable, "-m", "bench.fake_upstream", "--port", "0"],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        cpus=cpus,
+    )
+
+
 def prepare_books(variant: Variant) -> None:
     """Schema, one funded account and one key issued by the ledger (``Ledger.issue_key``)."""
     assert variant.database_url is not None
