@@ -36,7 +36,7 @@ if __name__ == "__main__":
     reexec_on_commit("bench", sys.argv[1:])
 
 # after the re-exec: these import the ledger, from the snapshot when --commit is given
-from . import ledger_bench, machine, pg, procs, proxy_bench, report
+from . import hooks_bench, ledger_bench, machine, pg, procs, proxy_bench, report
 from .snapshot import drop_snapshot
 
 HARD_LIMIT_S = {"quick": 6 * 60, "full": 15 * 60}
@@ -57,6 +57,8 @@ class Plan:
     count_cycles: int
     profile_cycles: int
     master_key_variant: bool
+    hooks_calls: int
+    hooks_rounds: int
 
 
 PLANS = {
@@ -74,6 +76,8 @@ PLANS = {
         count_cycles=50,
         profile_cycles=100,
         master_key_variant=False,
+        hooks_calls=500,
+        hooks_rounds=2,
     ),
     "full": Plan(
         levels=[(1, False), (16, False), (4, True)],
@@ -89,6 +93,8 @@ PLANS = {
         count_cycles=200,
         profile_cycles=400,
         master_key_variant=True,
+        hooks_calls=1000,
+        hooks_rounds=3,
     ),
 }
 
@@ -117,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commit", metavar="REV", help="measure this commit's src/ (a git archive snapshot)")
     parser.add_argument("--skip-proxy", action="store_true")
     parser.add_argument("--skip-ledger", action="store_true")
+    parser.add_argument("--skip-hooks", action="store_true", help="skip the plugin-alone figures")
     parser.add_argument(
         "--redis-url",
         default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
@@ -190,6 +197,18 @@ def run(args: argparse.Namespace, mode: str, plan: Plan) -> dict[str, Any]:
             log("ledger throughput:")
             results["ledger"] = ledger_section(
                 workdir, plan, pg_ledger_url, None if args.no_redis else args.redis_url
+            )
+        if not args.skip_hooks:
+            log("the plugin alone (its hooks driven in-process, no proxy):")
+            results["plugin_alone"] = hooks_bench.run(
+                workdir,
+                lambda: stack.enter_context(pg.temp_database(args.pg_url)) if pg_version else None,
+                list(hooks_bench.VARIANTS),
+                calls=plan.hooks_calls,
+                rounds=plan.hooks_rounds,
+                concurrency=16,
+                warmup=plan.hooks_calls // 4,
+                log=log,
             )
         results["machine"]["loadavg_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")

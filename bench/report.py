@@ -340,6 +340,31 @@ def sections(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
                 rows,
             )
         )
+    alone = res.get("plugin_alone")
+    if alone and alone.get("variants"):
+        out.append(
+            (
+                f"The plugin alone: one call's hooks driven in-process at concurrency {alone['concurrency']}, "
+                f"no proxy (harness {_fmt(alone['harness_cpu_us_per_call'], 1)} µs per call, subtracted)",
+                [
+                    "variant",
+                    "plugin CPU µs/call",
+                    "per round, harness included",
+                    "usage events / calls",
+                    "audit",
+                ],
+                [
+                    [
+                        name,
+                        _fmt(v["plugin_cpu_us_per_call"], 1),
+                        " ".join(_fmt(c, 0) for c in v["cpu_us_per_call_rounds"]),
+                        f"{v['usage_events']} / {v['calls_total']}",
+                        "ok" if v["audit_ok"] else "FAILED",
+                    ]
+                    for name, v in alone["variants"].items()
+                ],
+            )
+        )
     tg = res.get("targets", [])
     if tg:
         out.append(
