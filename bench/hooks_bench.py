@@ -43,15 +43,6 @@ from .stats import r
 # the prices the fake upstream's usage (10 + 5 tokens of gpt-4o) costs in LiteLLM's map
 PROMPT_TOKENS, COMPLETION_TOKENS = 10, 5
 COST_USD = 10 * 2.5e-06 + 5 * 1e-05
-# Under callgrind a call takes some 50x longer, so whatever runs per second of wall time
-# (the catalog's change poll, the sweeper, a batch per linger) would be counted ~50x per
-# call: the linger is cut by batch size instead (the writer then applies batches of up
-# to 256 charges, as it does natively at this bench's ~1,000 calls/s), the jobs wait.
-SLOWED_DOWN = {
-    "CREDITS_JOURNAL_LINGER_MS": "10000",
-    "CREDITS_CATALOG_RELOAD_SECONDS": "3600",
-    "CREDITS_SWEEP_INTERVAL_SECONDS": "3600",
-}
 # the proxy bench's plugin variants: name -> (database, CREDITS_* settings)
 VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "with_sqlite": ("sqlite", {}),
@@ -255,7 +246,7 @@ def measure(
         "CREDITS_OUTBOX_PATH": str(workdir / f"outbox-hooks-{name}.jsonl"),
         "CREDITS_PERIOD_JOB_SECONDS": "0",
         **settings,
-        **(SLOWED_DOWN if instructions.active() else {}),
+        **(instructions.PLUGIN_SETTINGS if instructions.active() else {}),
     }
     result = HooksResult(name, warmup=warmup)
     _router(model_group)

@@ -28,31 +28,49 @@ def active() -> bool:
     return bool(os.environ.get(ENV))
 
 
+# Whatever runs per second of wall time (a catalog poll, a sweeper, a batch per linger)
+# would be counted some 50x per call under callgrind: the plugin's linger is cut by
+# batch size instead (as large as natively at ~100 calls/s) and its jobs wait.
+PLUGIN_SETTINGS = {
+    "CREDITS_JOURNAL_LINGER_MS": "10000",
+    "CREDITS_CATALOG_RELOAD_SECONDS": "3600",
+    "CREDITS_SWEEP_INTERVAL_SECONDS": "3600",
+    "CREDITS_ACCOUNT_CACHE_SECONDS": "3600",
+}
+
+
+def check_tools() -> None:
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        sys.exit("counting instructions needs valgrind and callgrind_control on PATH")
+
+
+def wrapper(out_dir: str) -> list[str]:
+    """The command prefix that runs a Python program under callgrind, counting nothing
+    until told. Put the real interpreter after it: a launcher script (a pyenv shim)
+    would exec out of valgrind."""
+    return [
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        f"--callgrind-out-file={out_dir}/callgrind.out.%p",
+        f"--log-file={out_dir}/valgrind.%p.log",
+    ]
+
+
 def reexec_under_callgrind(module: str, argv: list[str]) -> None:
     """With ``--callgrind`` in ``argv``: exec ``valgrind ... python -m module argv`` (once)."""
     if "--callgrind" not in argv or active():
         return
-    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
-        sys.exit("--callgrind needs valgrind and callgrind_control on PATH")
+    check_tools()
     out = tempfile.mkdtemp(prefix="bench-callgrind-")
-    command = [
-        "valgrind",
-        "--tool=callgrind",
-        "--instr-atstart=no",
-        f"--callgrind-out-file={out}/callgrind.out.%p",
-        "--log-file=" + f"{out}/valgrind.log",
-        sys.executable,  # the real interpreter: a launcher script would exec out of valgrind
-        "-m",
-        module,
-        *argv,
-    ]
+    command = [*wrapper(out), sys.executable, "-m", module, *argv]
     sys.stdout.flush()
     os.execvpe("valgrind", command, {**os.environ, ENV: out})
 
 
-def _control(*args: str) -> str:
+def _control(*args: str, pid: int | None = None) -> str:
     done = subprocess.run(
-        ["callgrind_control", *args, str(os.getpid())], capture_output=True, text=True, timeout=120
+        ["callgrind_control", *args, str(pid or os.getpid())], capture_output=True, text=True, timeout=300
     )
     if done.returncode != 0 or "not detected" in done.stdout + done.stderr:
         raise RuntimeError(f"callgrind_control {' '.join(args)}: {done.stdout} {done.stderr}")
@@ -60,18 +78,19 @@ def _control(*args: str) -> str:
 
 
 @contextmanager
-def counting() -> Iterator[list[int]]:
-    """Instructions of every thread of this process inside the block, appended to the
-    yielded list on exit; nothing when not under callgrind."""
+def counting(pid: int | None = None) -> Iterator[list[int]]:
+    """Instructions of every thread of process ``pid`` (this one by default) inside the
+    block, appended to the yielded list on exit; nothing when this process is not
+    under callgrind and no ``pid`` is given."""
     counted: list[int] = []
-    if not active():
+    if pid is None and not active():
         yield counted
         return
-    _control("--instr=on")
-    _control("--zero")
+    _control("--instr=on", pid=pid)
+    _control("--zero", pid=pid)
     try:
         yield counted
     finally:
-        totals = _control("-e", "Ir")
-        _control("--instr=off")
+        totals = _control("-e", "Ir", pid=pid)
+        _control("--instr=off", pid=pid)
         counted.append(sum(int(n.replace(",", "")) for n in _THREAD_TOTAL.findall(totals)))

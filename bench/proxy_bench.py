@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,7 +116,8 @@ def prepare_books(variant: Variant) -> None:
         books.dispose()
 
 
-def launch(variant: Variant, upstream_port: int, cpus: set[int] | None) -> None:
+def launch(variant: Variant, upstream_port: int, cpus: set[int] | None, wrapper: Sequence[str] = ()) -> None:
+    """Start the variant's proxy; ``wrapper``: a command prefix (valgrind) before the interpreter."""
     config = variant.workdir / f"litellm-{variant.name}.yaml"
     config.write_text(proxy_config(upstream_port, variant.plugin))
     variant.port = procs.free_port()
@@ -134,8 +135,18 @@ def launch(variant: Variant, upstream_port: int, cpus: set[int] | None) -> None:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(GC_PROBE), env.get("PYTHONPATH", "")) if p)
     env["BENCH_GC_STATS"] = str(gc_stats_path(variant))
     with variant.log_path.open("wb") as log:
+        program = [*wrapper, sys.executable] if wrapper else []
         variant.proc = procs.spawn(
-            [str(LITELLM), "--config", str(config), "--host", "127.0.0.1", "--port", str(variant.port)],
+            [
+                *program,
+                str(LITELLM),
+                "--config",
+                str(config),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(variant.port),
+            ],
             env=env,
             cwd=variant.workdir,
             stdout=log,
@@ -315,7 +326,13 @@ def run(
     for v in variants:
         assert v.proc is not None
         memory[v.name] = {"after_warmup": idle[v.name], "after_load": procs.tree_rss_mb(v.proc.pid)}
-    books_check = {}
+    books_check = check_books(variants)
+    return {"startup_s": startup, "levels": results, "memory": memory, "books_check": books_check}
+
+
+def check_books(variants: list[Variant]) -> dict[str, dict[str, Any]]:
+    """Per plugin variant: its 200 responses, usage events, credit still held, audit problems."""
+    out: dict[str, dict[str, Any]] = {}
     for v in variants:
         if v.plugin and v.database_url and v.account_id is not None:
             books = Ledger(v.database_url)
@@ -329,7 +346,7 @@ def run(
                         break
                     time.sleep(0.1)
                 bal = books.balance(v.account_id)
-                books_check[v.name] = {
+                out[v.name] = {
                     "ok_responses": v.sent_ok,
                     "usage_events": usage,
                     "held_after": bal.held,
@@ -337,7 +354,7 @@ def run(
                 }
             finally:
                 books.dispose()
-    return {"startup_s": startup, "levels": results, "memory": memory, "books_check": books_check}
+    return out
 
 
 def stop(variants: list[Variant]) -> None:
