@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ from typing import Any, TypeVar
 from ledger import Account, Balance, Hold, Ledger, Settlement, UsageRecord, UsageTotals
 from ledger.escrow import EscrowBook
 from ledger.escrow_lease import LeasedBook
+from ledger.ids import new_hold_id
 from ledger.journal import SettleJournal
 from ledger.outbox import Outbox, PendingCharge
 from pricing import (
@@ -267,7 +267,7 @@ class CreditGate:
             self.offline.admit(account.id, quoted.micro_credits)
             log.warning("ledger unreachable: %s served without a hold (fail-open)", account.label)
             call = OpenCall(
-                uuid.uuid4().hex,
+                new_hold_id(),
                 account.id,
                 account.tier,
                 caller,
@@ -347,6 +347,10 @@ class CreditGate:
 
     def settled(self, hold_id: str) -> Settlement | None:
         return self._settled.get(hold_id)
+
+    def is_open(self, hold_id: str) -> bool:
+        """True while this process holds the call it admitted under ``hold_id``."""
+        return hold_id in self._open
 
     async def settle(self, outcome: Outcome, caller: Caller | None = None) -> Settlement | None:
         """Charge the call once. A charge the ledger refuses goes to the outbox, never nowhere.

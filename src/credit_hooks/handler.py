@@ -120,7 +120,12 @@ class CreditsCallback(CustomLogger):
                 gate.settings.cache_hit_charge is CacheHitCharge.FULL,
             )
             if outcome is not None:
-                caller = caller_from_auth(user_api_key_dict, gate.settings.account_order)
+                # the caller is needed only for a hold this process did not open
+                caller = (
+                    None
+                    if gate.is_open(hold_id)
+                    else caller_from_auth(user_api_key_dict, gate.settings.account_order)
+                )
                 await gate.settle(outcome, caller)
         except Exception:
             # never fail a served response; the success event settles it instead

@@ -62,6 +62,7 @@ from . import escrow_sql
 from .escrow_memory import MemoryEscrowStore
 from .escrow_redis import RedisEscrowStore
 from .escrow_store import POOR, EscrowStore, NewEscrow, StoreUnavailable, Taken
+from .ids import new_hold_id
 from .service import Ledger
 from .types import Hold
 
@@ -272,7 +273,7 @@ class EscrowBook:
 
     def _loan(self, account_id: int, micro: int, reference: str, now: datetime, got: Taken) -> Hold:
         return Hold(
-            id=uuid.uuid4().hex,
+            id=new_hold_id(),
             account_id=account_id,
             amount=micro,
             status="open",

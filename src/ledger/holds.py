@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, cast
 
@@ -12,6 +11,7 @@ from sqlalchemy.orm import Session
 from pricing.errors import AccountInactive, AccountNotFound, HoldNotFound, InsufficientCredits
 
 from . import accounts, convert, grants
+from .ids import new_hold_id
 from .tables import AccountRow, EntryRow, HoldRow, UsageEventRow
 from .types import Settlement, UsageRecord, micro_to_credit_str
 
@@ -42,7 +42,7 @@ def place(
     if result.rowcount != 1:
         refuse(session, account_id, micro)
     row = HoldRow(
-        id=uuid.uuid4().hex,
+        id=new_hold_id(),
         account_id=account_id,
         amount=micro,
         status="open",

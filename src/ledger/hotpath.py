@@ -25,7 +25,6 @@ statements in its ``BEGIN IMMEDIATE`` transaction.
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -45,6 +44,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from .ids import new_hold_id
 from .tables import UTCDateTime, metadata
 from .types import Balance, Hold, Settlement, UsageRecord
 
@@ -257,7 +257,7 @@ def hold(
     conn: Connection, account_id: int, micro: int, *, ttl_seconds: float, reference: str, now: datetime
 ) -> Hold | None:
     """Place a hold; None when the conditional UPDATE matched nothing (the caller explains)."""
-    hold_id = uuid.uuid4().hex
+    hold_id = new_hold_id()
     expires_at = now + timedelta(seconds=ttl_seconds)
     if conn.dialect.name == "postgresql":
         row = conn.execute(

@@ -959,7 +959,7 @@ class Ledger:
     ) -> Settlement:
         """Charge a call that was served without a hold (fail-open while the ledger was down).
 
-        ``hold_id`` is the id the proxy generated for the call (uuid4 hex). In one
+        ``hold_id`` is the id the proxy generated for the call (``ids.new_hold_id``). In one
         transaction the hold row is written already settled (amount 0, charged
         ``micro``), the account's grants burn (the rest is debt, past the overdraft limit
         if need be: the call was served), with the charge entries and the usage event.
