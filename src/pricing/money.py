@@ -12,7 +12,7 @@ do not terminate) still rounds correctly.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation, localcontext
+from decimal import Context, Decimal, InvalidOperation
 from fractions import Fraction
 
 MICRO_PER_CREDIT = 1_000_000
@@ -21,6 +21,11 @@ DEFAULT_USD_PER_CREDIT = Decimal("0.001")
 # Enough digits that sums and products of catalog prices and token counts are
 # exact; the default context (28 digits) could round a large product silently.
 EXACT_PRECISION = 60
+# Passed to the operations below instead of entering a ``localcontext()``, which copies
+# a context and swaps the thread's twice per use: these run a few times per call. Only
+# its flags ever change, and nothing reads them.
+_EXACT = Context(prec=EXACT_PRECISION)
+_MICRO = Decimal(1_000_000)
 
 
 def as_decimal(value: object, what: str = "amount") -> Decimal:
@@ -53,18 +58,14 @@ def usd_to_micro(usd: Decimal, usd_per_credit: Decimal = DEFAULT_USD_PER_CREDIT)
 def micro_to_credits(micro: int) -> Decimal:
     """Integer µcr → credits, exactly (``225000`` → ``Decimal("0.225")``)."""
     micro = _as_int(micro, "micro")
-    with localcontext() as ctx:
-        ctx.prec = EXACT_PRECISION
-        return Decimal(micro) / MICRO_PER_CREDIT
+    return _EXACT.divide(Decimal(micro), _MICRO)
 
 
 def micro_to_usd(micro: int, usd_per_credit: Decimal = DEFAULT_USD_PER_CREDIT) -> Decimal:
     """Integer µcr → USD, exactly."""
     micro = _as_int(micro, "micro")
     rate = as_decimal(usd_per_credit, "usd_per_credit")
-    with localcontext() as ctx:
-        ctx.prec = EXACT_PRECISION
-        return Decimal(micro) * rate / MICRO_PER_CREDIT
+    return _EXACT.divide(_EXACT.multiply(Decimal(micro), rate), _MICRO)
 
 
 def credits_to_micro(credits: Decimal | int | str) -> int:
@@ -88,9 +89,7 @@ def credits_to_micro(credits: Decimal | int | str) -> int:
 
 def format_decimal(value: Decimal) -> str:
     """Plain notation without trailing zeros: ``Decimal("6.0E+1")`` → ``"60"``."""
-    with localcontext() as ctx:
-        ctx.prec = EXACT_PRECISION
-        return format(value.normalize(), "f")
+    return format(value.normalize(_EXACT), "f")
 
 
 def format_usd(value: Decimal) -> str:
