@@ -105,7 +105,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 state["sent"] += 1
                 t0 = time.perf_counter()
                 try:
-                    status, headers, body = await asyncio.wait_for(conn.request(raw), REQUEST_TIMEOUT_S)
+                    status, headers, body = await asyncio.wait_for(conn.request(raw), args.request_timeout)
                 except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError, IndexError) as exc:
                     conn.close()
                     state["errors"] += 1
@@ -146,6 +146,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--max-requests", type=int, default=1_000_000)
     parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--request-timeout", type=float, default=REQUEST_TIMEOUT_S, help="seconds")
     args = parser.parse_args()
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         sys.exit("the load generator only targets the loopback interface")

@@ -197,6 +197,7 @@ def load(
     max_requests: int,
     stream: bool,
     cpus: set[int] | None,
+    request_timeout: float | None = None,
 ) -> dict[str, Any]:
     """One round of the load generator (a separate process) against one proxy."""
     argv = [
@@ -218,6 +219,8 @@ def load(
     ]
     if stream:
         argv.append("--stream")
+    if request_timeout is not None:
+        argv += ["--request-timeout", str(request_timeout)]
     assert variant.proc is not None
     cpu_before = procs.cpu_seconds(variant.proc.pid)
     gc_before = full_collections(variant)
