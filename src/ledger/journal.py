@@ -34,6 +34,7 @@ computed from the hold.
 from __future__ import annotations
 
 import errno
+import hashlib
 import itertools
 import logging
 import os
@@ -113,7 +114,7 @@ class SettleJournal:
         self.base = directory
         # what dead processes recorded here is applied before anything new is recorded
         self.recovered = self.recover(ledger, directory)
-        self.directory, self._owner_fd = journal_dirs.claim(directory)
+        self.directory, self._owner_fd = journal_dirs.claim(directory, database_key(ledger))
         self._max_batch = max_batch
         self._linger = linger_seconds
         self._segment_lines = segment_lines
@@ -385,23 +386,29 @@ class SettleJournal:
         """Apply the segments that processes now gone left under ``base``; returns the charges.
 
         Segments in ``base`` itself and in every directory under it whose owner is dead
-        (``journal_dirs``); never those of a live process. ``Outbox.drain`` does the work:
+        and whose database is ``ledger``'s (``journal_dirs``); never those of a live
+        process, nor those of another database. ``Outbox.drain`` does the work:
         idempotent by hold id, keeping what the ledger still refuses for the next try.
         """
         landed = 0
-        with journal_dirs.orphans(base) as dead:
+        with journal_dirs.orphans(base, database_key(ledger)) as dead:
             for directory in [base, *dead]:
                 for path in sorted(directory.glob("journal-*.jsonl")):
                     box = Outbox(path)
                     landed += box.drain(ledger)
                     if not box.pending():
                         path.unlink(missing_ok=True)
-                if directory is not base and not any(directory.glob("journal-*.jsonl")):
-                    (directory / journal_dirs.LOCK_NAME).unlink(missing_ok=True)
-                    directory.rmdir()
+                if directory is not base:
+                    journal_dirs.remove_if_empty(directory)
         if landed:
             ledger.sync_point()
         return landed
+
+
+def database_key(ledger: Ledger) -> str:
+    """Which database a journal directory's charges belong to: its URL without the
+    password (a rotated password must not orphan a dead process's charges), digested."""
+    return hashlib.sha256(ledger.url.encode()).hexdigest()[:16]
 
 
 def _reserve(fd: int, segment: _Segment) -> None:

@@ -12,7 +12,7 @@ from ledger_testlib import CR, USAGE, funded
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from ledger import Ledger
+from ledger import Ledger, journal_dirs
 from ledger import journal as journal_module
 from ledger.journal import SettleJournal, apply_charges
 from ledger.outbox import Outbox, PendingCharge
@@ -297,9 +297,7 @@ def test_a_live_journal_is_left_alone_and_a_dead_ones_is_applied(ledger: Ledger,
     try:
         live.record(_charge(ledger, account, 10_000))
         # a process that died with a charge recorded: its directory is no longer locked
-        dead = base / "proc-4242-deadbeef"
-        dead.mkdir()
-        (dead / "owner.lock").touch()
+        dead = _dead_directory(base, "proc-4242-deadbeef", journal_module.database_key(ledger))
         (dead / "journal-20261121T000000-4242-000000.jsonl").write_text(
             _charge(ledger, account, 20_000).to_json() + "\n"
         )
@@ -315,3 +313,37 @@ def test_a_live_journal_is_left_alone_and_a_dead_ones_is_applied(ledger: Ledger,
         live.close()  # applies its charge now
     assert ledger.balance(account).balance == 10 * CR - 30_000
     assert list(base.iterdir()) == []
+
+
+def _dead_directory(base: Path, name: str, database: str | None) -> Path:
+    """A journal directory as a process that died left it (unlocked), naming ``database``."""
+    dead = base / name
+    dead.mkdir(parents=True)
+    (dead / journal_dirs.LOCK_NAME).touch()
+    if database is not None:
+        (dead / journal_dirs.DATABASE_NAME).write_text(database + "\n")
+    return dead
+
+
+def test_a_dead_journal_of_another_database_is_left_alone(ledger: Ledger, tmp_path: Path) -> None:
+    """Proxies on two databases may share a base; ids in one database are other accounts in the other."""
+    account = funded(ledger, 10 * CR)
+    base = tmp_path / "journal"
+    line = _charge(ledger, account, 20_000).to_json() + "\n"
+    mine = _dead_directory(base, "proc-1-aaaaaaaa", journal_module.database_key(ledger))
+    theirs = _dead_directory(base, "proc-2-bbbbbbbb", "another-database")
+    unnamed = _dead_directory(base, "proc-3-cccccccc", None)
+    for directory in (mine, theirs, unnamed):
+        (directory / "journal-20261121T000000-1-000000.jsonl").write_text(line)
+    journal = SettleJournal(ledger, base)
+    try:
+        assert journal.recovered == 1  # its own database's dead directory only
+        assert not mine.exists()
+        for kept in (theirs, unnamed):
+            assert [p.name for p in kept.glob("journal-*.jsonl")] == [
+                "journal-20261121T000000-1-000000.jsonl"
+            ]
+        assert journal_dirs.database_of(journal.directory) == journal_module.database_key(ledger)
+    finally:
+        journal.close()
+    assert ledger.balance(account).balance == 10 * CR - 20_000
