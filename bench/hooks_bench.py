@@ -244,6 +244,7 @@ def measure(
     env = {
         "CREDITS_DATABASE_URL": database_url,
         "CREDITS_OUTBOX_PATH": str(workdir / f"outbox-hooks-{name}.jsonl"),
+        "CREDITS_JOURNAL_DIR": str(workdir / f"journal-hooks-{name}"),
         "CREDITS_PERIOD_JOB_SECONDS": "0",
         **settings,
         **(instructions.PLUGIN_SETTINGS if instructions.active() else {}),
