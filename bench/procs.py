@@ -142,15 +142,21 @@ def tree_rss_mb(pid: int) -> dict[str, float | int]:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of ``pid`` (all its threads) and its living descendants."""
+    return sum(cpu_times(pid))
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU time of ``pid`` (all its threads) and its living descendants."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+    user = system = 0
     for p in (pid, *descendants(pid)):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except (FileNotFoundError, ProcessLookupError):
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / tick
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / tick, system / tick
 
 
 def wait_port_line(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
