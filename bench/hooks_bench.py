@@ -36,9 +36,9 @@ from typing import Any
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from . import instructions, ledger_bench, pg
-from .proxy_bench import FAST_VARIANTS, MODEL_GROUP
+from .proxy_bench import FAST_VARIANTS, MODEL_GROUP, UPSTREAM_KEY, UPSTREAM_MODEL, fund
 from .snapshot import drop_snapshot
-from .stats import r
+from .stats import percentile, r
 
 # the prices the fake upstream's usage (10 + 5 tokens of gpt-4o) costs in LiteLLM's map
 PROMPT_TOKENS, COMPLETION_TOKENS = 10, 5
@@ -63,8 +63,8 @@ class HooksResult:
     audit_ok: bool = False
 
     def summary(self, harness_us: float, harness_instructions: float | None) -> dict[str, Any]:
-        cpu = median(self.rounds_cpu_us)
-        counted = median(self.rounds_instructions) if self.rounds_instructions else None
+        cpu = percentile(self.rounds_cpu_us, 50)
+        counted = percentile(self.rounds_instructions, 50) if self.rounds_instructions else None
         return {
             "calls": self.calls,
             "calls_total": self.calls + self.warmup,
@@ -107,9 +107,9 @@ def _router(model_group: str) -> Any:
             {
                 "model_name": model_group,
                 "litellm_params": {
-                    "model": "openai/gpt-4o",
+                    "model": UPSTREAM_MODEL,
                     "api_base": "http://127.0.0.1:9/v1",  # never called
-                    "api_key": "sk-fake-upstream",
+                    "api_key": UPSTREAM_KEY,
                 },
             }
         ]
@@ -238,9 +238,7 @@ def measure(
 
     books = Ledger(database_url)
     books.create_schema()
-    account = books.open_account("user", f"hooks-{name}", tier="free")
-    books.grant(account.id, 10**15, source="bench", external_ref=f"hooks-{name}")
-    key = books.issue_key(account.id, user_id=f"hooks-{name}", alias="bench").plaintext
+    account_id, key = fund(books, f"hooks-{name}")
     env = {
         "CREDITS_DATABASE_URL": database_url,
         "CREDITS_OUTBOX_PATH": str(workdir / f"outbox-hooks-{name}.jsonl"),
@@ -276,7 +274,7 @@ def measure(
     with books._engine.connect() as conn:  # a count, not 10^5 dataclasses
         result.usage_events = int(
             conn.scalar(
-                select(func.count()).select_from(UsageEventRow).where(UsageEventRow.account_id == account.id)
+                select(func.count()).select_from(UsageEventRow).where(UsageEventRow.account_id == account_id)
             )
             or 0
         )
@@ -306,11 +304,7 @@ def harness_cost(
             counts.extend(n / calls for n in counted)
     finally:
         loop.close()
-    return median(cpus), (median(counts) if counts else None)
-
-
-def median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
+    return percentile(cpus, 50), (percentile(counts, 50) if counts else None)
 
 
 def _settle_all(gate: Any) -> None:

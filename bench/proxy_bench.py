@@ -33,6 +33,9 @@ from .stats import percentile, r
 
 MASTER_KEY = "sk-bench-master-5d1c0e7b9a3f4e2d8c6b"
 MODEL_GROUP = "bench-gpt-4o"
+# the one deployment behind MODEL_GROUP (the fake upstream takes any key)
+UPSTREAM_MODEL = "openai/gpt-4o"
+UPSTREAM_KEY = "sk-fake-upstream"
 LITELLM = Path(sys.executable).with_name("litellm")
 GC_PROBE = Path(__file__).resolve().with_name("gc_probe")
 PLENTY_MICRO = 10**15
@@ -44,9 +47,9 @@ def proxy_config(upstream_port: int, plugin: bool) -> str:
         "model_list:",
         f"  - model_name: {MODEL_GROUP}",
         "    litellm_params:",
-        "      model: openai/gpt-4o",
+        f"      model: {UPSTREAM_MODEL}",
         f"      api_base: http://127.0.0.1:{upstream_port}/v1",
-        "      api_key: sk-fake-upstream",
+        f"      api_key: {UPSTREAM_KEY}",
         "litellm_settings:",
         "  num_retries: 0",
     ]
@@ -108,12 +111,16 @@ def prepare_books(variant: Variant) -> None:
     books = Ledger(variant.database_url)
     try:
         books.create_schema()
-        account = books.open_account("user", "bench-user", tier="free")
-        books.grant(account.id, PLENTY_MICRO, source="bench", external_ref="bench-credits")
-        variant.key = books.issue_key(account.id, user_id="bench-user", alias="bench").plaintext
-        variant.account_id = account.id
+        variant.account_id, variant.key = fund(books, "bench-user")
     finally:
         books.dispose()
+
+
+def fund(books: Ledger, user: str) -> tuple[int, str]:
+    """One account with plenty of credit and a key bound to it: (account id, the key)."""
+    account = books.open_account("user", user, tier="free")
+    books.grant(account.id, PLENTY_MICRO, source="bench", external_ref=f"{user}-credits")
+    return account.id, books.issue_key(account.id, user_id=user, alias="bench").plaintext
 
 
 def launch(variant: Variant, upstream_port: int, cpus: set[int] | None, wrapper: Sequence[str] = ()) -> None:

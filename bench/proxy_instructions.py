@@ -42,9 +42,9 @@ from typing import Any
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from . import instructions, ledger_bench, pg, procs, proxy_bench
-from .hooks_bench import VARIANTS, median
+from .hooks_bench import VARIANTS
 from .snapshot import drop_snapshot
-from .stats import r
+from .stats import percentile, r
 
 HARD_LIMIT_S = 60 * 60
 # a request under valgrind, queued behind 15 others on a core shared with other proxies
@@ -193,12 +193,12 @@ def run(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
                 )
         books = proxy_bench.check_books(variants)
     base = (
-        median([w["instructions_per_request"] for w in per.get("without", [])])
+        percentile([w["instructions_per_request"] for w in per.get("without", [])], 50)
         if per.get("without")
         else None
     )
     for name, windows in per.items():
-        mid = median([w["instructions_per_request"] for w in windows])
+        mid = percentile([w["instructions_per_request"] for w in windows], 50)
         out["variants"][name] = {
             "instructions_per_request": round(mid),
             "x_without": r(base / mid, 3) if base else None,

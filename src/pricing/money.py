@@ -25,7 +25,7 @@ EXACT_PRECISION = 60
 # a context and swaps the thread's twice per use: these run a few times per call. Only
 # its flags ever change, and nothing reads them.
 _EXACT = Context(prec=EXACT_PRECISION)
-_MICRO = Decimal(1_000_000)
+_MICRO = Decimal(MICRO_PER_CREDIT)
 
 
 def as_decimal(value: object, what: str = "amount") -> Decimal:
