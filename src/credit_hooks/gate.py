@@ -425,7 +425,10 @@ class CreditGate:
             outcome.hold_id, priced.micro_credits, usage, account_id=account_id, escrow_hold_id=escrow_id
         )
         try:
-            settlement = await self.run(self._charge, pending, call)
+            if self._records_on_loop(call):
+                settlement = self._charge(pending, call)
+            else:
+                settlement = await self.run(self._charge, pending, call)
         except Exception as exc:
             # LiteLLM would swallow this: park the charge on disk and shout
             await self.run(self.outbox.append, pending)
@@ -449,6 +452,13 @@ class CreditGate:
             self.offline.finished(account_id, call.quoted.micro_credits, 0)
         self._mark_landed(outcome.hold_id)
         return settlement
+
+    def _records_on_loop(self, call: OpenCall | None) -> bool:
+        """Whether this charge goes to the journal on the event loop's own thread: one
+        quick fsync there costs less than handing the wait to the pool and back."""
+        return (
+            self.journal is not None and call is not None and not call.offline and self.journal.syncs_fast()
+        )
 
     def _charge(self, pending: PendingCharge, call: OpenCall | None) -> Settlement:
         """Write one call's charge: to the journal when there is one, else to the ledger."""

@@ -70,7 +70,10 @@ def _fast_paths(
     if settings.settle_mode is SettleMode.JOURNAL:
         # what processes now gone recorded but did not apply is charged before anything new
         journal = SettleJournal(
-            ledger, settings.journal_directory, linger_seconds=settings.journal_linger_ms / 1000
+            ledger,
+            settings.journal_directory,
+            linger_seconds=settings.journal_linger_ms / 1000,
+            fast_sync_seconds=settings.journal_loop_sync_ms / 1000,
         )
         if journal.recovered:
             log.warning("settle journal: %d charges of a previous process applied", journal.recovered)

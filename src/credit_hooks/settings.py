@@ -15,7 +15,7 @@ from typing import Annotated
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from ledger.journal import LINGER_SECONDS
+from ledger.journal import FAST_SYNC_SECONDS, LINGER_SECONDS
 from pricing.errors import SettingsError
 
 ENV_PREFIX = "CREDITS_"
@@ -92,6 +92,9 @@ class CreditSettings(BaseSettings):
     # (ledger.journal.LINGER_SECONDS), so a longer wait is cheaper per charge; the price
     # is that the ledger shows a charge up to this much later (the headers never lag)
     journal_linger_ms: float = Field(default=LINGER_SECONDS * 1000, ge=0, le=10_000)
+    # the event loop waits for a charge's fsync itself while the journal's recent fsyncs
+    # averaged under this (cheaper than a thread hand-off each way); 0: always off the loop
+    journal_loop_sync_ms: float = Field(default=FAST_SYNC_SECONDS * 1000, ge=0, le=10)
     # PostgreSQL: a hold's commit does not wait for the WAL flush (ledger.Ledger docs)
     async_holds: bool = False
     # rich accounts borrow each call's credit from an escrow hold of escrow_calls worst

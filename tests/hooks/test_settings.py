@@ -38,6 +38,7 @@ def test_defaults_need_no_service(monkeypatch: pytest.MonkeyPatch) -> None:
         ("CREDITS_WELCOME_CREDITS", "lots", "decimal"),
         ("CREDITS_CACHE_HIT_CHARGE", "half", "free"),
         ("CREDITS_JOURNAL_LINGER_MS", "-1", "greater than or equal to 0"),
+        ("CREDITS_JOURNAL_LOOP_SYNC_MS", "50", "less than or equal to 10"),
     ],
 )
 def test_a_wrong_value_names_the_setting(
@@ -61,12 +62,14 @@ def test_the_journal_waits_as_long_as_configured(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("CREDITS_SETTLE_MODE", "journal")
     monkeypatch.setenv("CREDITS_JOURNAL_DIR", str(tmp_path / "journal"))
     monkeypatch.setenv("CREDITS_JOURNAL_LINGER_MS", "250")
+    monkeypatch.setenv("CREDITS_JOURNAL_LOOP_SYNC_MS", "2")
     ledger = Ledger(f"sqlite:///{tmp_path / 'books.db'}")
     ledger.create_schema()
     journal, escrow = _fast_paths(load_settings(), ledger)
     try:
         assert journal is not None and escrow is None
         assert journal.linger_seconds == 0.25
+        assert journal.fast_sync_seconds == 0.002
     finally:
         if journal is not None:
             journal.close()

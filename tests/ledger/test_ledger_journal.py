@@ -75,6 +75,29 @@ def test_many_threads_on_one_hot_account_share_fsyncs_and_batches(
     assert journal.stats.batches < total
 
 
+def test_it_tells_a_caller_whether_its_fsyncs_are_quick_enough_to_wait_for(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    account = funded(ledger, 10 * CR)
+    patient = SettleJournal(ledger, tmp_path / "patient", fast_sync_seconds=1.0)
+    never = SettleJournal(ledger, tmp_path / "never", fast_sync_seconds=0.0)
+    try:
+        # nothing measured yet: a new journal is not taken to be fast
+        assert not patient.syncs_fast() and not never.syncs_fast()
+        for _ in range(30):
+            patient.record(_charge(ledger, account, 1_000, hold=2_000))
+            never.record(_charge(ledger, account, 1_000, hold=2_000))
+        # 30 fsyncs of a local disk average far under a second; 0 means never
+        assert patient.stats.fsyncs == 30
+        assert patient.syncs_fast()
+        assert not never.syncs_fast()
+        assert patient.flush(10) and never.flush(10)
+        assert ledger.balance(account).balance == 10 * CR - 60 * 1_000
+    finally:
+        patient.close()
+        never.close()
+
+
 def test_segments_left_by_a_crashed_process_are_applied_once_at_start(ledger: Ledger, tmp_path: Path) -> None:
     account = funded(ledger, 10 * CR)
     left_behind = tmp_path / "journal"
