@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,6 +58,31 @@ def test_schema_sql_builds_the_model_schema_on_postgres(pg_url: str) -> None:
 
 def test_create_all_matches_on_sqlite(sqlite_url: str) -> None:
     Ledger(sqlite_url).create_schema()
+    assert differences(sqlite_url) == []
+
+
+def test_the_head_revision_in_code_is_the_newest_migration() -> None:
+    assert migrate.head() == migrate.HEAD_REVISION
+
+
+def test_a_database_at_head_is_checked_without_loading_alembic(sqlite_url: str) -> None:
+    assert migrate.stored_revision(sqlite_url) is None  # no alembic_version table yet
+    migrate.ensure_schema(sqlite_url)
+    assert migrate.stored_revision(sqlite_url) == migrate.HEAD_REVISION
+    # a second start, in a process of its own: the check alone, Alembic not imported
+    probe = (
+        "import sys; from ledger.migrate import ensure_schema; "
+        f"ensure_schema({sqlite_url!r}); print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))"
+    )
+    src = Path(__file__).resolve().parents[2] / "src"
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**os.environ, "PYTHONPATH": str(src)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "[]"
     assert differences(sqlite_url) == []
 
 
