@@ -66,10 +66,11 @@ SEGMENT_LINES = 50_000
 # grows the file also commits its new size to the filesystem's journal, which took a
 # quarter of a one-thread cycle (0.14 against 0.10 ms here), more under load.
 PREALLOCATE_BYTES = 4 << 20
-# A caller on an event loop may wait for the fsync on the loop itself when the disk
-# syncs faster than this on average (``syncs_fast``): handing the wait to a thread and back cost
-# about 0.1 ms of wall and CPU time per call on the benchmark's 2-core VM, more than
-# the fdatasync (0.06-0.1 ms). A slower disk (a network volume) must not stall the loop.
+# A caller on an event loop may wait for the fsync on the loop itself while the disk
+# syncs faster than this on average (``syncs_fast``): handing the wait to a thread and
+# back cost about 0.1 ms of wall and CPU time per call on the benchmark's 2-core VM,
+# more than the fdatasync (0.06-0.1 ms). A slower disk (a network volume) must not
+# stall the loop.
 FAST_SYNC_SECONDS = 0.0005
 _SYNC_AVERAGE_WEIGHT = 0.1  # of the newest fsync in the running average
 _RETRY_FIRST_S = 0.05
