@@ -112,12 +112,20 @@ def redis_prefix(settings: CreditSettings) -> str:
 def _describe(settings: CreditSettings) -> str:
     parts = [
         "group commit" if settings.group_commit else "",
-        "settle journal" if settings.settle_mode is SettleMode.JOURNAL else "",
+        _journal_part(settings),
         "async holds" if settings.async_holds else "",
         f"{settings.escrow.value} escrow" if settings.escrow is not EscrowMode.OFF else "",
     ]
     named = ", ".join(p for p in parts if p)
     return f" with {named}" if named else ""
+
+
+def _journal_part(settings: CreditSettings) -> str:
+    if settings.settle_mode is not SettleMode.JOURNAL:
+        return ""
+    if settings.journal_loop_sync_ms == 0:
+        return "settle journal (every fsync waited for off the event loop)"
+    return "settle journal"
 
 
 def reset() -> None:
