@@ -82,10 +82,9 @@ REFILL_THREADS: Final = 2
 # A shrink that lost a deadlock (or a serialization failure) is tried again: it is one
 # transaction, rolled back whole, and takes at most what the hold still has.
 SHRINK_ATTEMPTS: Final = 3
-# A shrink that lost a deadlock waits before it tries again: at once, it locked the
-# hold's row again before the transaction that won (still waking up to lock that row)
-# did, and the two deadlocked a second time, the winner losing then (seen on a loaded
-# 2-core CI machine). Times the attempt number.
+# ... after this long times the attempt number: tried at once, it locked the hold's row
+# again before the transaction that won (still waking up to lock that row) did, and the
+# two deadlocked a second time, the winner losing then (seen on a loaded 2-core CI machine).
 SHRINK_RETRY_SECONDS: Final = 0.05
 
 
