@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-hooks", action="store_true", help="skip the plugin-alone figures")
     parser.add_argument(
         "--redis-url",
-        default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        default=os.environ.get("BENCH_REDIS_URL", ledger_bench.DEFAULT_REDIS_URL),
         help="Redis for the escrow path (keys under a random credits-bench-* prefix, removed at the end)",
     )
     parser.add_argument("--no-redis", action="store_true", help="skip the Redis escrow figures")

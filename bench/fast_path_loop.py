@@ -15,8 +15,8 @@ import resource
 import tempfile
 from pathlib import Path
 
-from .ledger_bench import FastPath, open_books
-from .pg import temp_database
+from .ledger_bench import DEFAULT_REDIS_URL, FastPath, open_books
+from .pg import DEFAULT_ADMIN_URL, temp_database
 
 
 def _cpu_seconds() -> float:
@@ -32,11 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument(
         "--pg-url",
-        default=os.environ.get("BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"),
+        default=os.environ.get("BENCH_PG_URL", DEFAULT_ADMIN_URL),
     )
-    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL))
     args = parser.parse_args(argv)
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     with temp_database(args.pg_url) as url, tempfile.TemporaryDirectory() as workdir:
         books, ids = open_books(url, 1)
         path = FastPath(args.path, url, Path(workdir), args.redis_url)

@@ -31,6 +31,7 @@ from .pg import libpq_url
 from .stats import percentile, r
 
 _LIBC = ctypes.CDLL(None)
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"  # for the redis fast path
 HOLD_MICRO = 50_000  # 0.05 credit: about the worst case of the proxy benchmark's request
 CHARGE_MICRO = 20_000
 PLENTY = 10**15

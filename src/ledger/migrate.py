@@ -88,11 +88,12 @@ def ensure_schema(url: str) -> None:
     than created twice. A database already at ``HEAD_REVISION`` is left as it is
     without loading Alembic.
     """
-    if stored_revision(url) == HEAD_REVISION:
+    revision = stored_revision(url)
+    if revision == HEAD_REVISION:
         return
     from alembic import command
 
-    if current(url) is None and has_ledger_tables(url):
+    if revision is None and has_ledger_tables(url):
         command.stamp(config(url), "head")
     upgrade(url)
 
