@@ -26,10 +26,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-# before anything imports litellm (the proxies inherit it too): no cost-map download
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
-
 if __name__ == "__main__":
     from .snapshot import reexec_on_commit
 

@@ -32,9 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# before anything imports litellm: no cost-map download
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
 from . import instructions, ledger_bench, pg
 from .proxy_bench import FAST_VARIANTS, MODEL_GROUP, UPSTREAM_KEY, UPSTREAM_MODEL, fund
 from .snapshot import drop_snapshot

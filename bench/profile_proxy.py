@@ -35,8 +35,6 @@ from __future__ import annotations
 import os
 import sys
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
 if __name__ == "__main__":
     from .snapshot import reexec_on_commit
 

@@ -39,8 +39,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
 from . import instructions, ledger_bench, pg, procs, proxy_bench
 from .hooks_bench import VARIANTS
 from .snapshot import drop_snapshot
