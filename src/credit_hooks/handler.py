@@ -89,14 +89,15 @@ class CreditsCallback(CustomLogger):
             return data
         gate = runtime.gate()
         runtime.ensure_background_jobs()
-        caller = caller_from_auth(user_api_key_dict, gate.settings.account_order)
+        caller = None
         try:
+            caller = caller_from_auth(user_api_key_dict, gate.settings.account_order)
             call = await gate.admit(caller, str(model_group), str(call_type), data)
         except CreditsError as exc:
-            log.info("refused %s for %s: %s", str(model_group)[:100], caller.identity, exc)
+            log.info("refused %s for %s: %s", str(model_group)[:100], caller and caller.identity, exc)
             raise to_proxy_exception(exc) from None
         except Exception:
-            log.exception("pre-call billing failed for %s", caller.identity)
+            log.exception("pre-call billing failed for %s", caller and caller.identity)
             raise internal_error() from None
         meta = request_metadata(data)
         meta[HOLD_ID_KEY] = call.hold_id

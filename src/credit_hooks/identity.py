@@ -12,10 +12,15 @@ from dataclasses import dataclass
 
 from litellm.proxy._types import UserAPIKeyAuth
 
+from ledger.types import storable_text
+from pricing.errors import MalformedRequest
+
 # set by credit_hooks.auth on keys issued by our CLI: server-side, never from the request body
 BOUND_ACCOUNT_KEY = "credits_account_id"
 # a key in BYOK mode (its calls use the user's own provider key): set by the admin, never by the request
 BYOK_KEY = "credits_byok"
+# where a client sets each id: LiteLLM's own keys take the end user from the body's ``user``
+_REQUEST_FIELD = {"end_user": "user"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +52,13 @@ def _value(auth: UserAPIKeyAuth, kind: str) -> str | None:
         "end_user": auth.end_user_id,
         "key": auth.api_key or auth.token,
     }[kind]
-    return str(raw) if raw else None
+    if not raw:
+        return None
+    value = str(raw)
+    if not storable_text(value):
+        # the account's external id: refused here with the field named, not a database error
+        raise MalformedRequest(_REQUEST_FIELD.get(kind, kind), "holds a NUL character or invalid Unicode")
+    return value
 
 
 def caller_from_auth(auth: UserAPIKeyAuth, order: Iterable[str]) -> Caller:

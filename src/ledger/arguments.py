@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from pricing.errors import InvalidOperation
 
-from .types import UsageRecord
+from .types import UsageRecord, storable_text
 
 
 def aware(now: datetime) -> datetime:
@@ -30,3 +30,10 @@ def check_charge(micro: int, usage: UsageRecord) -> None:
     nonnegative("charge", micro)
     if not isinstance(usage.provider_cost_usd, Decimal):
         raise InvalidOperation("provider_cost_usd must be a Decimal (convert the float once, at the edge)")
+
+
+def external_text(name: str, value: str) -> None:
+    if not storable_text(value):
+        raise InvalidOperation(
+            f"{name} {value!r} holds a NUL character or a lone surrogate, which no database stores"
+        )

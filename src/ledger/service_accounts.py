@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from pricing.errors import InvalidOperation
 
 from . import accounts, convert, keys, queries, tier_changes
-from .arguments import aware, nonnegative
+from .arguments import aware, external_text, nonnegative
 from .service_money import MoneyService
 from .tables import ApiKeyRow
 from .types import Account, ApiKey, IssuedKey
@@ -44,6 +44,7 @@ class AccountsService(MoneyService):
         accounts.check_kind(kind)
         if not external_id:
             raise InvalidOperation("an account needs a non-empty external id")
+        external_text("external_id", external_id)
         nonnegative("overdraft_limit", overdraft_limit)
         nonnegative("welcome_micro", welcome_micro)
         if period_anchor is not None:
@@ -84,6 +85,7 @@ class AccountsService(MoneyService):
         return account
 
     def find_account(self, kind: str, external_id: str) -> Account | None:
+        external_text("external_id", external_id)
         with self._uow() as session:
             row = accounts.find(session, kind, external_id)
             return convert.account(row) if row is not None else None

@@ -7,6 +7,8 @@ All amounts are integer micro-credits (µcr); all datetimes are timezone-aware U
 
 from __future__ import annotations
 
+import operator
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -181,6 +183,48 @@ class UsageRecord:
     cache_hit: bool = False
     stream: bool = False
     byok: bool = False
+
+    def __post_init__(self) -> None:
+        # These texts come from the request (an end user id is the client's ``user``
+        # field under LiteLLM's own keys) and only describe the call, while the charge
+        # they travel with must land: text no database column can hold (a NUL, a lone
+        # surrogate) is stored with U+FFFD in its place, instead of failing the charge's
+        # every write (a journal batch retried forever behind it).
+        for value in _usage_texts(self):
+            if value and ("\0" in value or not value.isascii()):
+                break
+        else:
+            return  # plain ASCII without NUL: every call but a few
+        for name in _USAGE_TEXTS:
+            value = getattr(self, name)
+            if value:
+                object.__setattr__(self, name, storable(value))
+
+
+_USAGE_TEXTS: Final = (
+    "model",
+    "provider",
+    "call_type",
+    "api_key_hash",
+    "user_id",
+    "team_id",
+    "end_user_id",
+    "markup_rule",
+    "catalog_version",
+)
+_usage_texts = operator.attrgetter(*_USAGE_TEXTS)
+_UNSTORABLE = re.compile("[\0\ud800-\udfff]")
+
+
+def storable_text(value: str) -> bool:
+    """Whether ``value`` holds no NUL and no lone surrogate: text every database the
+    ledger runs on stores as it is."""
+    return _UNSTORABLE.search(value) is None
+
+
+def storable(value: str) -> str:
+    """``value`` with each NUL and lone surrogate replaced by U+FFFD."""
+    return _UNSTORABLE.sub("\ufffd", value)
 
 
 @dataclass(frozen=True, slots=True)

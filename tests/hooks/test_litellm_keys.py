@@ -84,6 +84,32 @@ def test_unknown_accounts_can_be_refused(books: Ledger, monkeypatch: pytest.Monk
     assert books.find_account("user", "u3") is None
 
 
+@pytest.mark.parametrize("end_user", ["a\x00b", "a\ud800b"])
+def test_an_end_user_id_no_database_stores_is_a_400_naming_user(
+    books: Ledger, monkeypatch: pytest.MonkeyPatch, end_user: str
+) -> None:
+    # LiteLLM's own keys take the end user from the body's ``user``: the client's text
+    monkeypatch.setenv("CREDITS_ACCOUNT_ORDER", "end_user,user")
+    runtime.reset()
+    data = request()
+
+    with pytest.raises(ProxyException) as caught:
+        asyncio.run(
+            credits_callback.async_pre_call_hook(
+                litellm_key(user_id="u9", end_user_id=end_user), None, data, "acompletion"
+            )
+        )
+
+    assert (caught.value.code, caught.value.type, caught.value.param) == (
+        "400",
+        "invalid_request_error",
+        None,
+    )
+    assert "user: holds a NUL character or invalid Unicode" in caught.value.message
+    assert "credits_hold_id" not in data["metadata"]
+    assert books.find_account("user", "u9") is None
+
+
 def test_the_master_key_is_not_billed(books: Ledger) -> None:
     from litellm.proxy._types import LitellmUserRoles
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,11 @@ from ledger_testlib import CR, USAGE, funded
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from ledger import Ledger, journal_dirs
+from ledger import Ledger, UsageRecord, journal_dirs
 from ledger import journal as journal_module
 from ledger.journal import SettleJournal, apply_charges
 from ledger.outbox import Outbox, PendingCharge
+from pricing.errors import InvalidOperation
 
 
 @pytest.fixture
@@ -239,6 +241,44 @@ def test_hold_ids_are_read_from_every_line_without_building_charges(tmp_path: Pa
     path.write_text(plain.to_json() + "\n" + quoted.to_json() + "\n" + '{"hold_id": "to' + "\0" * 512)
     assert Outbox(path).hold_ids() == [plain.hold_id, quoted.hold_id]
     assert Outbox(tmp_path / "absent.jsonl").hold_ids() == []
+
+
+def test_a_charge_whose_usage_text_no_database_stores_lands_with_its_batch(
+    ledger: Ledger, journal: SettleJournal
+) -> None:
+    account = funded(ledger, 10 * CR)
+    odd = UsageRecord(
+        model="m\x00", end_user_id="a\x00b", user_id="\ud800", provider_cost_usd=USAGE.provider_cost_usd
+    )
+    charges = [
+        _charge(ledger, account, 10_000),
+        _charge(ledger, account, 20_000),
+        _charge(ledger, account, 30_000),
+    ]
+    charges[1] = replace(charges[1], usage=odd)
+    direct = ledger.hold(account, CR, ttl_seconds=60)
+    ledger.settle(direct.id, 5_000, odd)
+    for charge in charges:
+        journal.record(charge)
+    assert journal.flush(30)
+    assert journal.stats.applied == 3 and journal.stats.dropped == 0
+    assert ledger.balance(account).balance == 10 * CR - 65_000
+    events = {e.hold_id: e for e in ledger.usage(account)}
+    for hold_id in (charges[1].hold_id, direct.id):
+        assert (events[hold_id].end_user_id, events[hold_id].user_id, events[hold_id].model) == (
+            "a\ufffdb",
+            "\ufffd",
+            "m\ufffd",
+        )
+
+
+@pytest.mark.parametrize("external_id", ["a\x00b", "a\udc80b"])
+def test_an_external_id_no_database_stores_is_refused_by_name(ledger: Ledger, external_id: str) -> None:
+    with pytest.raises(InvalidOperation, match="external_id"):
+        ledger.open_account("end_user", external_id, tier="free")
+    with pytest.raises(InvalidOperation, match="external_id"):
+        ledger.find_account("end_user", external_id)
+    assert ledger.audit() == []
 
 
 def test_a_bad_charge_is_dropped_without_sinking_its_batch(ledger: Ledger) -> None:
