@@ -184,7 +184,7 @@ class SettleJournal:
         Raises ``BillingUnavailable`` when the line cannot be written (a full disk): the
         caller then still has the charge in hand.
         """
-        line = (charge.to_json() + "\n").encode()
+        line = charge.to_line()
         try:
             with self._write_lock:
                 if self._closed:

@@ -19,6 +19,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from pricing.errors import AccountNotFound, CreditsError, HoldNotFound
 
 from .service import Ledger
@@ -27,8 +29,17 @@ from .types import UsageRecord
 log = logging.getLogger("credits.outbox")
 
 _USAGE_FIELDS = tuple(f.name for f in fields(UsageRecord))
-# the start of a line as ``to_json`` writes it, for a hold id made of plain characters
-_HOLD_ID = re.compile(rb'\{"hold_id": "([0-9A-Za-z_.:-]*)"')
+# the start of a line, for a hold id made of plain characters: ``to_line`` writes no
+# space after the colon, lines written before it (by json.dumps) have one
+_HOLD_ID = re.compile(rb'\{"hold_id": ?"([0-9A-Za-z_.:-]*)"')
+
+
+def _exact_text(value: object) -> str:
+    # orjson calls this for what it cannot write itself: the usage's Decimal cost, as
+    # its exact text (``from_json`` reads it back with ``Decimal``)
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,16 +56,25 @@ class PendingCharge:
     # A call whose credit was lent from an escrow hold: charged with ``settle_escrowed``.
     escrow_hold_id: str | None = None
 
-    def to_json(self) -> str:
-        # not dataclasses.asdict: its deep copy was a third of a journaled call's CPU
-        usage = {name: getattr(self.usage, name) for name in _USAGE_FIELDS}
-        usage["provider_cost_usd"] = str(self.usage.provider_cost_usd)
-        raw: dict[str, Any] = {"hold_id": self.hold_id, "micro": self.micro, "usage": usage}
+    def to_line(self) -> bytes:
+        """The charge as one JSON line, newline included (what the outbox and the settle
+        journal write; ``hold_id`` first, for ``Outbox.hold_ids``)."""
+        raw: dict[str, Any] = {"hold_id": self.hold_id, "micro": self.micro, "usage": self.usage}
         if self.account_id is not None:
             raw["account_id"] = self.account_id
         if self.escrow_hold_id is not None:
             raw["escrow_hold_id"] = self.escrow_hold_id
-        return json.dumps(raw)
+        try:
+            # orjson: a third of the standard library's time, on every journaled call
+            return orjson.dumps(raw, default=_exact_text, option=orjson.OPT_APPEND_NEWLINE)
+        except orjson.JSONEncodeError:
+            # what orjson refuses (an integer beyond 64 bits, text that is not UTF-8)
+            # the standard library writes: a charge is never lost to its encoding
+            raw["usage"] = {name: getattr(self.usage, name) for name in _USAGE_FIELDS}
+            return (json.dumps(raw, default=_exact_text) + "\n").encode()
+
+    def to_json(self) -> str:
+        return self.to_line()[:-1].decode()
 
     @classmethod
     def from_json(cls, line: str) -> PendingCharge:
@@ -80,8 +100,8 @@ class Outbox:
     def append(self, charge: PendingCharge) -> None:
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as out:
-                out.write(charge.to_json() + "\n")
+            with self.path.open("ab") as out:
+                out.write(charge.to_line())
                 out.flush()
                 os.fsync(out.fileno())
 
@@ -109,7 +129,7 @@ class Outbox:
     def hold_ids(self) -> list[str]:
         """The hold id of every readable line, without building its charge.
 
-        A line starts with its hold id (``to_json``), which a match reads; a line that
+        A line starts with its hold id (``to_line``), which a match reads; a line that
         does not match is parsed as JSON (and skipped when torn, as ``pending`` does).
         """
         if not self.path.exists():
@@ -155,8 +175,8 @@ class Outbox:
                     log.warning("outbox: hold %s still pending: %s", charge.hold_id, exc)
                     kept.append(charge)
             tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-            with tmp.open("w", encoding="utf-8") as out:
-                out.writelines(c.to_json() + "\n" for c in kept)
+            with tmp.open("wb") as out:
+                out.writelines(c.to_line() for c in kept)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, self.path)

@@ -9,6 +9,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, TextClause, text
 
 # Updates join their rows from arrays (``unnest``): the planner sizes an array right and
@@ -33,7 +34,7 @@ WHERE accounts.id = v.id
 )
 # Inserts take their rows as ONE json parameter (``json_to_recordset``): an array per
 # column made psycopg dump every element in Python, which held the interpreter lock for
-# about 35 us per charge, more than the calls it served; ``json.dumps`` is C.
+# about 35 us per charge, more than the calls it served; one JSON text is encoded natively.
 _ENTRY_COLUMNS = {
     "account_id": "bigint",
     "kind": "text",
@@ -88,7 +89,12 @@ def _rows(rows: list[dict[str, Any]]) -> str:
     """
     for row in rows:
         row.pop("created_at", None)
-    return json.dumps(rows, separators=(",", ":"))
+    try:
+        # orjson: a tenth of json.dumps's time per row, on the writer's every charge
+        return orjson.dumps(rows).decode()
+    except orjson.JSONEncodeError:
+        # what orjson refuses (an integer beyond 64 bits) goes as the standard library writes it
+        return json.dumps(rows, separators=(",", ":"))
 
 
 _LOCK_ESCROWS = text(

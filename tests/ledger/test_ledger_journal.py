@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -237,10 +238,29 @@ def test_unsettled_names_the_holds_without_a_usage_event(ledger: Ledger) -> None
 def test_hold_ids_are_read_from_every_line_without_building_charges(tmp_path: Path) -> None:
     plain = PendingCharge(uuid.uuid4().hex, 1, USAGE, account_id=1)
     quoted = PendingCharge('made "up" id', 2, USAGE, account_id=1)  # not a plain id: parsed
+    # as lines were written before orjson (json.dumps: a space after each colon)
+    older = json.dumps({**json.loads(plain.to_json()), "hold_id": uuid.uuid4().hex, "micro": 3})
     path = tmp_path / "journal-x.jsonl"
-    path.write_text(plain.to_json() + "\n" + quoted.to_json() + "\n" + '{"hold_id": "to' + "\0" * 512)
-    assert Outbox(path).hold_ids() == [plain.hold_id, quoted.hold_id]
+    path.write_text(
+        plain.to_json() + "\n" + older + "\n" + quoted.to_json() + "\n" + '{"hold_id": "to' + "\0" * 512
+    )
+    assert Outbox(path).hold_ids() == [plain.hold_id, json.loads(older)["hold_id"], quoted.hold_id]
+    assert [c.micro for c in Outbox(path).pending()] == [1, 3, 2]
     assert Outbox(tmp_path / "absent.jsonl").hold_ids() == []
+
+
+def test_a_line_is_written_whatever_its_usage_holds(tmp_path: Path) -> None:
+    odd = replace(USAGE, user_id="caf\u00e9 \U0001f600", end_user_id="a\x00b\ud800", tokens_in=2**70)
+    charge = PendingCharge(uuid.uuid4().hex, 5, odd, account_id=1)
+    line = charge.to_line()
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    # a NUL or a lone surrogate no database stores is replaced when the usage is built;
+    # a count too large for orjson goes through the standard library
+    assert PendingCharge.from_json(line.decode()) == charge
+    assert charge.usage.end_user_id == "a\ufffdb\ufffd" and charge.usage.user_id == "caf\u00e9 \U0001f600"
+    box = Outbox(tmp_path / "outbox.jsonl")
+    box.append(charge)
+    assert box.pending() == [charge] and box.hold_ids() == [charge.hold_id]
 
 
 def test_a_charge_whose_usage_text_no_database_stores_lands_with_its_batch(
