@@ -187,8 +187,7 @@ RETURNING (SELECT balance FROM a), (SELECT held FROM a)
 
 # Settle, statement 1: close the hold (the exactly-once check) and update the account it
 # names, in that lock order (the account UPDATE reads the hold UPDATE's row).
-PG_SETTLE_1 = text(
-    """
+PG_SETTLE_1_SQL = """
 WITH h AS (
     UPDATE holds SET status = 'settled', charged = :micro, resolved_at = :now
     WHERE id = :hold_id AND status = 'open'
@@ -201,10 +200,14 @@ WITH h AS (
 )
 SELECT h.account_id, h.amount, h.reference, a.balance, a.held FROM h, a
 """
-)
+PG_SETTLE_1 = text(PG_SETTLE_1_SQL)
 
 
 def charge_sql(release: str, call_param: str) -> TextClause:
+    return text(charge_sql_text(release, call_param))
+
+
+def charge_sql_text(release: str, call_param: str) -> str:
     """A fused settle's statement 2, around ``release`` (the SELECT of its release entry).
 
     A new statement, so under READ COMMITTED it sees every grant change committed before
@@ -213,8 +216,7 @@ def charge_sql(release: str, call_param: str) -> TextClause:
     UNIQUE(hold_id) stays the database's own backstop). The call's id is the
     ``call_param`` parameter.
     """
-    return text(
-        f"""
+    return f"""
 WITH g AS (
     UPDATE grants SET remaining = remaining - :micro
     WHERE id = ({_LIVE_FIRST_SQL}) AND remaining >= :micro AND :micro > 0
@@ -238,16 +240,16 @@ WITH g AS (
 )
 SELECT u.id, (SELECT id FROM g) FROM u
 """
-    )
 
 
 # Settle, statement 2: the hold's release entry ('settled', the whole hold).
-PG_SETTLE_2 = charge_sql(
+PG_SETTLE_2_SQL = charge_sql_text(
     """SELECT CAST(:account_id AS bigint), 'release', CAST(0 AS bigint), -CAST(:amount AS bigint),
         CAST(NULL AS bigint), CAST(:hold_id AS text), 'settled', CAST(:reference AS text),
         CAST(:now AS timestamptz)""",
     "hold_id",
 )
+PG_SETTLE_2 = text(PG_SETTLE_2_SQL)
 
 
 # -- operations --------------------------------------------------------------------------
@@ -355,10 +357,10 @@ def settle(
     entries.extend(burn(conn, charge))
     conn.execute(INSERT_ENTRY, entries)
     event_id = insert_usage(conn, charge, usage)
-    return _settled(hold_id, account_id, amount, micro, event_id, now, balance, held)
+    return settled(hold_id, account_id, amount, micro, event_id, now, balance, held)
 
 
-def _settled(
+def settled(
     hold_id: str,
     account_id: int,
     amount: int,
@@ -406,7 +408,7 @@ def _settle_pg(
         # The first live grant did not cover it: burn grant by grant, the rest is debt.
         entries = burn_loop(conn, _Charge(hold_id, account_id, micro, reference, reason, now))
         conn.execute(INSERT_ENTRY, entries)
-    return _settled(hold_id, account_id, amount, micro, event_id, now, balance, held)
+    return settled(hold_id, account_id, amount, micro, event_id, now, balance, held)
 
 
 def burn(conn: Connection, charge: _Charge) -> list[dict[str, Any]]:

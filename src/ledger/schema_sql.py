@@ -1,4 +1,6 @@
-"""Print the PostgreSQL DDL of the ledger tables: ``python -m ledger.schema_sql > schema.sql``.
+"""Print the ledger's PostgreSQL DDL: ``python -m ledger.schema_sql > schema.sql``.
+
+Tables, indexes and the settle function (``ledger.settle_function``).
 
 ``schema.sql`` is generated, never edited by hand; a test regenerates it and
 compares, so it cannot drift from the models.
@@ -11,6 +13,7 @@ import sys
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
+from . import settle_function
 from .tables import metadata
 
 HEADER = """\
@@ -27,6 +30,8 @@ def render() -> str:
         parts.append(str(CreateTable(table).compile(dialect=dialect)).strip() + ";\n")
         for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
             parts.append(str(CreateIndex(index).compile(dialect=dialect)).strip() + ";\n")
+    # the one-round-trip settle (``ledger.settle_function``), as migration 0003 creates it
+    parts.append(settle_function.create_sql())
     text = "\n".join(parts)
     # SQLAlchemy's DDL compiler leaves a space before each newline; keep the file clean.
     return "\n".join(line.rstrip() for line in text.split("\n"))

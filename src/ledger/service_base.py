@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from pricing.errors import AccountNotFound, InvalidOperation
 
-from . import audit, batch, hotpath, jobs, queries
+from . import audit, batch, hotpath, jobs, queries, settle_function
 from .engine import UnitOfWork, make_engine
 from .tables import UsageEventRow, metadata
 from .types import Balance, Entry, UsageEvent
@@ -78,6 +78,8 @@ class LedgerBase:
         self._clock = clock or (lambda: datetime.now(UTC))
         # Core statements with RETURNING (ledger.hotpath) unless SQLite is too old for them.
         self._fast = self._engine.dialect.name == "postgresql" or hotpath.SQLITE_HAS_RETURNING
+        # PostgreSQL settles through ``credits_settle_v1`` until a call finds it missing.
+        self._settle_function = self._engine.dialect.name == "postgresql"
         self._batch = (
             batch.GroupCommitter(self._engine, max_batch=group_commit_max)
             if group_commit and self._fast
@@ -99,6 +101,8 @@ class LedgerBase:
         """Create missing tables (tests, demos); live databases use ``ledger.migrate.upgrade``."""
         with self._uow() as session:
             metadata.create_all(session.connection())
+            if self.dialect == "postgresql":
+                session.connection().exec_driver_sql(settle_function.create_sql())
 
     @property
     def group_commit(self) -> batch.GroupCommitter | None:

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from pricing.errors import AccountNotFound, HoldNotFound, InvalidOperation
 
-from . import batch, convert, escrow_sql, holds, hotpath, queries
+from . import batch, convert, escrow_sql, holds, hotpath, queries, settle_function
 from .arguments import aware, check_charge, nonnegative
 from .service_base import LedgerBase
 from .tables import AccountRow, HoldRow
@@ -102,6 +102,14 @@ class CallsService(LedgerBase):
                 done: Settlement | None = batch.RUN_ALONE
                 if self._batch is not None:
                     done = self._batch.submit(lambda conn: hotpath.settle(conn, hold_id, micro, usage, now))
+                elif self._settle_function:
+                    try:
+                        with self._uow.single() as conn:
+                            done = settle_function.settle(conn, hold_id, micro, usage, now)
+                    except settle_function.Unavailable as why:
+                        # no single grant covers it: the usual way, this once; no function
+                        # (a database not migrated to 0003): the usual way from now on
+                        self._settle_function = why.args[0] == settle_function.NEEDS_BURN_LOOP
                 if done is batch.RUN_ALONE:
                     with self._uow.core() as conn:
                         done = hotpath.settle(conn, hold_id, micro, usage, now)

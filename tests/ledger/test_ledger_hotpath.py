@@ -142,7 +142,7 @@ def test_hold_and_settle_statement_counts(ledger: Ledger, statements: list[str])
     assert len(statements) == (1 if on_pg else 3), statements
     statements.clear()
     ledger.settle(hold.id, CR // 2, USAGE)
-    assert len(statements) == (2 if on_pg else 5), statements
+    assert len(statements) == (1 if on_pg else 5), statements
 
 
 # -- renew_hold --------------------------------------------------------------------------

@@ -1,0 +1,183 @@
+"""PostgreSQL's one-round-trip settle (``ledger.settle_function``): same books as the two
+statements, the usual way when no single grant covers a charge or the function is
+missing, each statement with its own snapshot, and migration 0003's frozen copy."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ledger_testlib import CR, USAGE, funded
+from sqlalchemy import create_engine, event, text
+
+from ledger import Ledger, migrate, settle_function
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg_ledger(pg_url: str) -> Iterator[Ledger]:
+    book = Ledger(pg_url)
+    book.create_schema()
+    try:
+        yield book
+        assert book.audit() == []
+    finally:
+        book.dispose()
+
+
+@pytest.fixture
+def statements(pg_ledger: Ledger) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(" ".join(statement.split()).split("(", 1)[0])
+
+    engine = pg_ledger._engine
+    event.listen(engine, "before_cursor_execute", record)
+    event.listen(engine, "commit", lambda _conn: seen.append("COMMIT"))
+    yield seen
+    event.remove(engine, "before_cursor_execute", record)
+
+
+def test_a_settle_is_one_statement_without_begin_or_commit(pg_ledger: Ledger, statements: list[str]) -> None:
+    acc = funded(pg_ledger, 10 * CR)
+    hold = pg_ledger.hold(acc, 3 * CR, ttl_seconds=60)
+    statements.clear()
+    settled = pg_ledger.settle(hold.id, 2 * CR, USAGE)
+    assert statements == [f"SELECT * FROM {settle_function.NAME}"]
+    assert (settled.held, settled.charged, settled.balance_after, settled.available_after) == (
+        3 * CR,
+        2 * CR,
+        8 * CR,
+        8 * CR,
+    )
+    assert settled.usage_event_id == pg_ledger.usage(acc)[0].id
+    assert [e.kind for e in pg_ledger.history(acc, limit=4)] == ["charge", "release", "hold", "grant"]
+    # the repeat writes nothing and returns the first settlement
+    assert pg_ledger.settle(hold.id, 2 * CR, USAGE) == settled
+    assert pg_ledger.balance(acc).balance == 8 * CR
+
+
+def test_a_charge_no_single_grant_covers_goes_the_usual_way(pg_ledger: Ledger, statements: list[str]) -> None:
+    acc = funded(pg_ledger, 2 * CR)
+    pg_ledger.grant(acc, 1 * CR, source="bonus", priority=5)
+    hold = pg_ledger.hold(acc, 3 * CR, ttl_seconds=60)
+    statements.clear()
+    settled = pg_ledger.settle(hold.id, 3 * CR + 5, USAGE)
+    # the function rolled back, then the two statements and the grant-by-grant burn
+    assert statements[0].startswith(f"SELECT * FROM {settle_function.NAME}")
+    assert "COMMIT" in statements[1:]
+    assert (settled.charged, settled.balance_after) == (3 * CR + 5, -5)
+    assert [g.remaining for g in pg_ledger.grants(acc)] == [0, 0]
+    assert pg_ledger.balance(acc).debt == 5
+    assert len(pg_ledger.usage(acc)) == 1
+    assert pg_ledger._settle_function  # still used for the next charge
+    pg_ledger.grant(acc, CR, source="purchase")
+    hold = pg_ledger.hold(acc, CR // 2, ttl_seconds=60)
+    statements.clear()
+    pg_ledger.settle(hold.id, CR // 2, USAGE)
+    assert len(statements) == 1
+
+
+def test_a_database_without_the_function_settles_the_usual_way(pg_ledger: Ledger, pg_url: str) -> None:
+    engine = create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(text(f"DROP FUNCTION {settle_function.NAME}"))
+    engine.dispose()
+    acc = funded(pg_ledger, 10 * CR)
+    first = pg_ledger.hold(acc, CR, ttl_seconds=60)
+    assert pg_ledger.settle(first.id, CR // 2, USAGE).charged == CR // 2
+    assert not pg_ledger._settle_function  # noticed once, not asked again
+    second = pg_ledger.hold(acc, CR, ttl_seconds=60)
+    pg_ledger.settle(second.id, CR // 2, USAGE)
+    assert pg_ledger.balance(acc).balance == 9 * CR
+
+
+def test_the_grant_is_chosen_after_the_account_lock_as_in_two_statements(
+    pg_ledger: Ledger, pg_url: str
+) -> None:
+    """An admin's grant change committed while the settle waits for the account's lock
+    decides the grant it burns: statement 2 has a snapshot of its own, in the function too."""
+    acc = funded(pg_ledger, 5 * CR)  # the purchase grant, priority 0
+    bonus = pg_ledger.grant(acc, 5 * CR, source="bonus", priority=1)
+    purchase = next(g for g in pg_ledger.grants(acc) if g.id != bonus.id)
+    hold = pg_ledger.hold(acc, CR, ttl_seconds=60)
+
+    admin = create_engine(pg_url)
+    conn = admin.connect()
+    trans = conn.begin()
+    conn.execute(text("UPDATE accounts SET updated_at = updated_at WHERE id = :id"), {"id": acc})
+    conn.execute(text("UPDATE grants SET priority = 9 WHERE id = :id"), {"id": purchase.id})
+    done: list[Any] = []
+    settler = threading.Thread(target=lambda: done.append(pg_ledger.settle(hold.id, CR, USAGE)))
+    settler.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not _someone_waits_for_a_lock(admin) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _someone_waits_for_a_lock(admin) and not done  # the settle waits for the account
+        trans.commit()
+    finally:
+        conn.close()
+        settler.join(10)
+        admin.dispose()
+    assert done and done[0].charged == CR
+    left = {g.id: g.remaining for g in pg_ledger.grants(acc)}
+    assert (left[purchase.id], left[bonus.id]) == (4 * CR, 5 * CR)
+
+
+def _someone_waits_for_a_lock(engine: Any) -> bool:
+    with engine.connect() as conn:
+        waiting = conn.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        ).scalar_one()
+    return bool(waiting)
+
+
+def _migration_0003() -> Any:
+    path = migrate.MIGRATIONS_DIR / "versions" / "0003_settle_function.py"
+    spec = importlib.util.spec_from_file_location("migration_0003", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_migration_0003_creates_the_function_the_code_calls() -> None:
+    """A change to hotpath's settle statements fails here: it needs a new function version
+    (``NAME``) and a migration creating it, or databases migrated earlier would run the old."""
+    assert settle_function.create_sql() == _migration_0003().CREATE_FUNCTION
+
+
+def test_migrations_create_and_drop_the_function(pg_url: str) -> None:
+    migrate.upgrade(pg_url)
+    book = Ledger(pg_url)
+    try:
+        acc = funded(book, 10 * CR)
+        hold = book.hold(acc, CR, ttl_seconds=60)
+        assert book.settle(hold.id, CR, USAGE).charged == CR
+        assert book._settle_function
+        assert book.audit() == []
+    finally:
+        book.dispose()
+    migrate.downgrade(pg_url, "0002")
+    engine = create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text(f"SELECT to_regproc('{settle_function.NAME}')")).scalar_one() is None
+    finally:
+        engine.dispose()
+
+
+def test_schema_sql_holds_the_function() -> None:
+    schema = (Path(__file__).resolve().parents[2] / "schema.sql").read_text()
+    assert settle_function.create_sql() in schema
