@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, create_engine, text
 
 from ledger import Ledger, UsageRecord
 
@@ -14,6 +15,10 @@ CR = 1_000_000  # one credit in µcr
 # For checks that do not depend on the database: run them on SQLite only (saves a
 # PostgreSQL database per test). Overrides the parameters of the ``db_url`` fixture.
 sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+# For PostgreSQL behaviour (locks, server-side functions): its half of ``db_url`` alone.
+postgres_only = pytest.mark.parametrize(
+    "db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
 
 USAGE = UsageRecord(
     model="gpt-4o",
@@ -47,3 +52,18 @@ def raw_rows(url: str, table: str) -> list[tuple[object, ...]]:
             return [tuple(row) for row in connection.execute(text(f"SELECT * FROM {table}"))]
     finally:
         engine.dispose()
+
+
+LOCK_ACCOUNT = text("UPDATE accounts SET updated_at = updated_at WHERE id = :a")
+
+
+def until_a_lock_is_awaited(probe: Connection) -> None:
+    """Return once a session of this database waits for a row lock (the statement under test)."""
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    for _ in range(6_000):
+        if probe.execute(waiting).scalar_one():
+            return
+        threading.Event().wait(0.005)
+    pytest.fail("the statement under test never waited for the account's lock")

@@ -15,8 +15,16 @@ from typing import Any
 
 import pytest
 import redis
-from ledger_testlib import CR, USAGE, funded, sqlite_only
-from sqlalchemy import Connection, create_engine, exc, text
+from ledger_testlib import (
+    CR,
+    LOCK_ACCOUNT,
+    USAGE,
+    funded,
+    postgres_only,
+    sqlite_only,
+    until_a_lock_is_awaited,
+)
+from sqlalchemy import create_engine, exc, text
 
 from ledger import Hold, Ledger
 from ledger.escrow import EscrowBook
@@ -464,23 +472,7 @@ def test_the_memory_store_sweeps_records_nobody_asks_about() -> None:
 
 # -- lock order: escrow hold, then account (PostgreSQL) --------------------------------------
 
-postgres_only = pytest.mark.parametrize(
-    "db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
-)
-LOCK_ACCOUNT = text("UPDATE accounts SET updated_at = updated_at WHERE id = :a")
 LOCK_HOLD = text("SELECT id FROM holds WHERE id = :h FOR UPDATE")
-
-
-def until_a_lock_is_awaited(probe: Connection) -> None:
-    """Return once a session of this database waits for a row lock (the statement under test)."""
-    waiting = text(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
-    for _ in range(6_000):
-        if probe.execute(waiting).scalar_one():
-            return
-        threading.Event().wait(0.005)
-    pytest.fail("the statement under test never waited for the account's lock")
 
 
 @postgres_only

@@ -6,50 +6,41 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_testlib import CR, USAGE, funded
+from ledger_testlib import CR, LOCK_ACCOUNT, USAGE, funded, postgres_only, until_a_lock_is_awaited
 from sqlalchemy import create_engine, event, text
 
-from ledger import Ledger, migrate, settle_function
-
-pytestmark = pytest.mark.postgres
+from ledger import Ledger, Settlement, migrate, settle_function
 
 
 @pytest.fixture
-def pg_ledger(pg_url: str) -> Iterator[Ledger]:
-    book = Ledger(pg_url)
-    book.create_schema()
-    try:
-        yield book
-        assert book.audit() == []
-    finally:
-        book.dispose()
-
-
-@pytest.fixture
-def statements(pg_ledger: Ledger) -> Iterator[list[str]]:
+def statements(ledger: Ledger) -> Iterator[list[str]]:
     seen: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         seen.append(" ".join(statement.split()).split("(", 1)[0])
 
-    engine = pg_ledger._engine
+    def commit(_conn: Any) -> None:
+        seen.append("COMMIT")
+
+    engine = ledger._engine
     event.listen(engine, "before_cursor_execute", record)
-    event.listen(engine, "commit", lambda _conn: seen.append("COMMIT"))
+    event.listen(engine, "commit", commit)
     yield seen
     event.remove(engine, "before_cursor_execute", record)
+    event.remove(engine, "commit", commit)
 
 
-def test_a_settle_is_one_statement_without_begin_or_commit(pg_ledger: Ledger, statements: list[str]) -> None:
-    acc = funded(pg_ledger, 10 * CR)
-    hold = pg_ledger.hold(acc, 3 * CR, ttl_seconds=60)
+@postgres_only
+def test_a_settle_is_one_statement_without_begin_or_commit(ledger: Ledger, statements: list[str]) -> None:
+    acc = funded(ledger, 10 * CR)
+    hold = ledger.hold(acc, 3 * CR, ttl_seconds=60)
     statements.clear()
-    settled = pg_ledger.settle(hold.id, 2 * CR, USAGE)
+    settled = ledger.settle(hold.id, 2 * CR, USAGE)
     assert statements == [f"SELECT * FROM {settle_function.NAME}"]
     assert (settled.held, settled.charged, settled.balance_after, settled.available_after) == (
         3 * CR,
@@ -57,90 +48,77 @@ def test_a_settle_is_one_statement_without_begin_or_commit(pg_ledger: Ledger, st
         8 * CR,
         8 * CR,
     )
-    assert settled.usage_event_id == pg_ledger.usage(acc)[0].id
-    assert [e.kind for e in pg_ledger.history(acc, limit=4)] == ["charge", "release", "hold", "grant"]
+    assert settled.usage_event_id == ledger.usage(acc)[0].id
+    assert [e.kind for e in ledger.history(acc, limit=4)] == ["charge", "release", "hold", "grant"]
     # the repeat writes nothing and returns the first settlement
-    assert pg_ledger.settle(hold.id, 2 * CR, USAGE) == settled
-    assert pg_ledger.balance(acc).balance == 8 * CR
+    assert ledger.settle(hold.id, 2 * CR, USAGE) == settled
+    assert ledger.balance(acc).balance == 8 * CR
 
 
-def test_a_charge_no_single_grant_covers_goes_the_usual_way(pg_ledger: Ledger, statements: list[str]) -> None:
-    acc = funded(pg_ledger, 2 * CR)
-    pg_ledger.grant(acc, 1 * CR, source="bonus", priority=5)
-    hold = pg_ledger.hold(acc, 3 * CR, ttl_seconds=60)
+@postgres_only
+def test_a_charge_no_single_grant_covers_goes_the_usual_way(ledger: Ledger, statements: list[str]) -> None:
+    acc = funded(ledger, 2 * CR)
+    ledger.grant(acc, 1 * CR, source="bonus", priority=5)
+    hold = ledger.hold(acc, 3 * CR, ttl_seconds=60)
     statements.clear()
-    settled = pg_ledger.settle(hold.id, 3 * CR + 5, USAGE)
+    settled = ledger.settle(hold.id, 3 * CR + 5, USAGE)
     # the function rolled back, then the two statements and the grant-by-grant burn
     assert statements[0].startswith(f"SELECT * FROM {settle_function.NAME}")
     assert "COMMIT" in statements[1:]
     assert (settled.charged, settled.balance_after) == (3 * CR + 5, -5)
-    assert [g.remaining for g in pg_ledger.grants(acc)] == [0, 0]
-    assert pg_ledger.balance(acc).debt == 5
-    assert len(pg_ledger.usage(acc)) == 1
-    assert pg_ledger._settle_function  # still used for the next charge
-    pg_ledger.grant(acc, CR, source="purchase")
-    hold = pg_ledger.hold(acc, CR // 2, ttl_seconds=60)
+    assert [g.remaining for g in ledger.grants(acc)] == [0, 0]
+    assert ledger.balance(acc).debt == 5
+    assert len(ledger.usage(acc)) == 1
+    assert ledger._settle_function  # still used for the next charge
+    ledger.grant(acc, CR, source="purchase")
+    hold = ledger.hold(acc, CR // 2, ttl_seconds=60)
     statements.clear()
-    pg_ledger.settle(hold.id, CR // 2, USAGE)
+    ledger.settle(hold.id, CR // 2, USAGE)
     assert len(statements) == 1
 
 
-def test_a_database_without_the_function_settles_the_usual_way(pg_ledger: Ledger, pg_url: str) -> None:
-    engine = create_engine(pg_url)
+@postgres_only
+def test_a_database_without_the_function_settles_the_usual_way(ledger: Ledger, db_url: str) -> None:
+    engine = create_engine(db_url)
     with engine.begin() as conn:
         conn.execute(text(f"DROP FUNCTION {settle_function.NAME}"))
     engine.dispose()
-    acc = funded(pg_ledger, 10 * CR)
-    first = pg_ledger.hold(acc, CR, ttl_seconds=60)
-    assert pg_ledger.settle(first.id, CR // 2, USAGE).charged == CR // 2
-    assert not pg_ledger._settle_function  # noticed once, not asked again
-    second = pg_ledger.hold(acc, CR, ttl_seconds=60)
-    pg_ledger.settle(second.id, CR // 2, USAGE)
-    assert pg_ledger.balance(acc).balance == 9 * CR
+    acc = funded(ledger, 10 * CR)
+    first = ledger.hold(acc, CR, ttl_seconds=60)
+    assert ledger.settle(first.id, CR // 2, USAGE).charged == CR // 2
+    assert not ledger._settle_function  # noticed once, not asked again
+    second = ledger.hold(acc, CR, ttl_seconds=60)
+    ledger.settle(second.id, CR // 2, USAGE)
+    assert ledger.balance(acc).balance == 9 * CR
 
 
-def test_the_grant_is_chosen_after_the_account_lock_as_in_two_statements(
-    pg_ledger: Ledger, pg_url: str
-) -> None:
+@postgres_only
+def test_the_grant_is_chosen_after_the_account_lock_as_in_two_statements(ledger: Ledger, db_url: str) -> None:
     """An admin's grant change committed while the settle waits for the account's lock
     decides the grant it burns: statement 2 has a snapshot of its own, in the function too."""
-    acc = funded(pg_ledger, 5 * CR)  # the purchase grant, priority 0
-    bonus = pg_ledger.grant(acc, 5 * CR, source="bonus", priority=1)
-    purchase = next(g for g in pg_ledger.grants(acc) if g.id != bonus.id)
-    hold = pg_ledger.hold(acc, CR, ttl_seconds=60)
+    acc = funded(ledger, 5 * CR)  # the purchase grant, priority 0
+    bonus = ledger.grant(acc, 5 * CR, source="bonus", priority=1)
+    purchase = next(g for g in ledger.grants(acc) if g.id != bonus.id)
+    hold = ledger.hold(acc, CR, ttl_seconds=60)
 
-    admin = create_engine(pg_url)
-    conn = admin.connect()
-    trans = conn.begin()
-    conn.execute(text("UPDATE accounts SET updated_at = updated_at WHERE id = :id"), {"id": acc})
-    conn.execute(text("UPDATE grants SET priority = 9 WHERE id = :id"), {"id": purchase.id})
-    done: list[Any] = []
-    settler = threading.Thread(target=lambda: done.append(pg_ledger.settle(hold.id, CR, USAGE)))
-    settler.start()
+    engine = create_engine(db_url, pool_size=2, max_overflow=0)
+    done: list[Settlement] = []
+    settler = threading.Thread(target=lambda: done.append(ledger.settle(hold.id, CR, USAGE)))
     try:
-        deadline = time.monotonic() + 10
-        while not _someone_waits_for_a_lock(admin) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert _someone_waits_for_a_lock(admin) and not done  # the settle waits for the account
-        trans.commit()
+        with engine.connect() as admin, engine.connect() as probe:
+            probe = probe.execution_options(isolation_level="AUTOCOMMIT")
+            admin.execute(LOCK_ACCOUNT, {"a": acc})
+            admin.execute(text("UPDATE grants SET priority = 9 WHERE id = :g"), {"g": purchase.id})
+            settler.start()
+            until_a_lock_is_awaited(probe)
+            assert not done
+            admin.commit()
     finally:
-        conn.close()
         settler.join(10)
-        admin.dispose()
+        engine.dispose()
     assert done and done[0].charged == CR
-    left = {g.id: g.remaining for g in pg_ledger.grants(acc)}
+    left = {g.id: g.remaining for g in ledger.grants(acc)}
     assert (left[purchase.id], left[bonus.id]) == (4 * CR, 5 * CR)
-
-
-def _someone_waits_for_a_lock(engine: Any) -> bool:
-    with engine.connect() as conn:
-        waiting = conn.execute(
-            text(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-        ).scalar_one()
-    return bool(waiting)
 
 
 def _migration_0003() -> Any:
@@ -158,6 +136,7 @@ def test_migration_0003_creates_the_function_the_code_calls() -> None:
     assert settle_function.create_sql() == _migration_0003().CREATE_FUNCTION
 
 
+@pytest.mark.postgres
 def test_migrations_create_and_drop_the_function(pg_url: str) -> None:
     migrate.upgrade(pg_url)
     book = Ledger(pg_url)
