@@ -246,7 +246,7 @@ DECLARE
     v_event_id bigint;
     v_grant_id bigint;
 BEGIN
--- statement 1: close the hold if it is open (the exactly-once check), move the account
+-- statement 1: the exactly-once check and the account
 WITH h AS (
     UPDATE holds SET status = 'settled', charged = p_micro, resolved_at = p_now
     WHERE id = p_hold_id AND status = 'open'
@@ -296,8 +296,117 @@ SELECT u.id, (SELECT id FROM g)
     FROM u;
 IF v_grant_id IS NULL AND p_micro > 0 THEN
     RAISE EXCEPTION USING ERRCODE = 'LC001',
-        MESSAGE = 'no single grant covers the charge of ' || p_hold_id;
+        MESSAGE = 'no single grant covers the charge';
 END IF;
 RETURN QUERY SELECT v_account_id, v_amount, v_reference, v_balance, v_held, v_event_id, v_grant_id;
+END;
+$function$;
+
+CREATE OR REPLACE FUNCTION credits_settle_escrowed_v1(
+    p_call_id text,
+    p_account_id bigint,
+    p_escrow_id text,
+    p_micro bigint,
+    p_now timestamptz,
+    p_reference text,
+    p_release_reason text,
+    p_charge_reason text,
+    p_api_key_hash text,
+    p_user_id text,
+    p_team_id text,
+    p_end_user_id text,
+    p_model text,
+    p_provider text,
+    p_call_type text,
+    p_tokens_in bigint,
+    p_tokens_out bigint,
+    p_provider_cost_usd numeric,
+    p_markup_rule text,
+    p_catalog_version text,
+    p_cache_hit boolean,
+    p_stream boolean,
+    p_byok boolean
+)
+RETURNS TABLE (
+    o_balance bigint,
+    o_held bigint,
+    o_taken bigint,
+    o_escrow_reference text,
+    o_event_id bigint,
+    o_grant_id bigint
+)
+LANGUAGE plpgsql VOLATILE AS $function$
+DECLARE
+    v_balance bigint;
+    v_held bigint;
+    v_taken bigint;
+    v_escrow_reference text;
+    v_event_id bigint;
+    v_grant_id bigint;
+BEGIN
+-- statement 1: the exactly-once check and the account
+WITH c AS (
+    INSERT INTO holds (id, account_id, amount, status, expires_at, reference, charged, created_at,
+        resolved_at)
+    VALUES (p_call_id, p_account_id, 0, 'settled', p_now, p_reference, p_micro, p_now, p_now)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING account_id
+), e AS (
+    SELECT holds.id, holds.amount, holds.reference FROM holds JOIN c ON holds.account_id = c.account_id
+    WHERE holds.id = p_escrow_id AND holds.status = 'open'
+    FOR NO KEY UPDATE OF holds
+), t AS (
+    UPDATE holds SET amount = holds.amount - LEAST(e.amount, p_micro)
+    FROM e WHERE holds.id = e.id
+    RETURNING LEAST(e.amount, p_micro) AS taken, e.reference
+), a AS (
+    UPDATE accounts SET balance = accounts.balance - p_micro,
+        held = accounts.held - COALESCE((SELECT taken FROM t), 0), updated_at = p_now
+    FROM c WHERE accounts.id = c.account_id
+    RETURNING accounts.balance, accounts.held
+)
+SELECT a.balance, a.held, COALESCE((SELECT taken FROM t), 0), (SELECT reference FROM t)
+    INTO v_balance, v_held, v_taken, v_escrow_reference
+    FROM a;
+IF NOT FOUND THEN
+    RETURN;
+END IF;
+-- statement 2, a snapshot of its own: the grant, the entries, the usage event
+WITH g AS (
+    UPDATE grants SET remaining = remaining - p_micro
+    WHERE id = (
+    SELECT id FROM grants
+    WHERE account_id = p_account_id AND remaining > 0 AND (expires_at IS NULL OR expires_at > p_now)
+    ORDER BY priority DESC, expires_at ASC NULLS LAST, created_at ASC, id ASC
+    LIMIT 1) AND remaining >= p_micro AND p_micro > 0
+    RETURNING id
+), e AS (
+    INSERT INTO entries (account_id, kind, amount, held_delta, grant_id, hold_id, reason, reference,
+        created_at)
+    SELECT CAST(p_account_id AS bigint), 'release', CAST(0 AS bigint), -CAST(v_taken AS bigint),
+        CAST(NULL AS bigint), CAST(p_escrow_id AS text), CAST(p_release_reason AS text),
+        CAST(v_escrow_reference AS text), CAST(p_now AS timestamptz)
+    WHERE CAST(v_taken AS bigint) > 0
+    UNION ALL
+    SELECT p_account_id, 'charge', -CAST(p_micro AS bigint), 0, g.id, p_call_id, p_charge_reason,
+        p_reference, p_now
+    FROM g
+), u AS (
+    INSERT INTO usage_events (hold_id, account_id, api_key_hash, user_id, team_id, end_user_id,
+        model, provider, call_type, tokens_in, tokens_out, provider_cost_usd, markup_rule,
+        catalog_version, charged, cache_hit, stream, created_at, byok)
+    VALUES (p_call_id, p_account_id, p_api_key_hash, p_user_id, p_team_id, p_end_user_id, p_model,
+        p_provider, p_call_type, p_tokens_in, p_tokens_out, p_provider_cost_usd, p_markup_rule,
+        p_catalog_version, p_micro, p_cache_hit, p_stream, p_now, p_byok)
+    RETURNING id
+)
+SELECT u.id, (SELECT id FROM g)
+    INTO v_event_id, v_grant_id
+    FROM u;
+IF v_grant_id IS NULL AND p_micro > 0 THEN
+    RAISE EXCEPTION USING ERRCODE = 'LC001',
+        MESSAGE = 'no single grant covers the charge';
+END IF;
+RETURN QUERY SELECT v_balance, v_held, v_taken, v_escrow_reference, v_event_id, v_grant_id;
 END;
 $function$;

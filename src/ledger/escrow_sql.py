@@ -85,8 +85,7 @@ RELEASE_HELD = update(ACCOUNTS).where(_a.id == _p_account).values(held=_a.held -
 # Statement 1: the call's hold row (nothing else happens on a conflict: ``e`` joins it),
 # then the escrow (locked, so ``taken`` is computed from its latest committed amount),
 # then the account, whose SET reads ``t`` and so runs after it: hold -> account.
-PG_ESCROWED_1 = text(
-    """
+PG_ESCROWED_1_SQL = """
 WITH c AS (
     INSERT INTO holds (id, account_id, amount, status, expires_at, reference, charged, created_at,
         resolved_at)
@@ -109,16 +108,17 @@ WITH c AS (
 )
 SELECT a.balance, a.held, COALESCE((SELECT taken FROM t), 0), (SELECT reference FROM t) FROM a
 """
-)
+PG_ESCROWED_1 = text(PG_ESCROWED_1_SQL)
 
 # Statement 2: the escrow's release entry only when it gave anything.
-PG_ESCROWED_2 = charge_sql(
+PG_ESCROWED_2_SQL = charge_sql(
     """SELECT CAST(:account_id AS bigint), 'release', CAST(0 AS bigint), -CAST(:taken AS bigint),
         CAST(NULL AS bigint), CAST(:escrow_id AS text), CAST(:release_reason AS text),
         CAST(:escrow_reference AS text), CAST(:now AS timestamptz)
     WHERE CAST(:taken AS bigint) > 0""",
     "call_id",
 )
+PG_ESCROWED_2 = text(PG_ESCROWED_2_SQL)
 
 
 def release_reason(call_id: str) -> str:
@@ -158,7 +158,7 @@ def settle_escrowed(
     if entries:
         conn.execute(INSERT_ENTRY, entries)
     event_id = insert_usage(conn, charge, usage)
-    return _settlement(charge, event_id, balance, held)
+    return settlement(charge.hold_id, charge.account_id, charge.micro, charge.now, event_id, balance, held)
 
 
 def _settle_escrowed_pg(
@@ -197,7 +197,7 @@ def _settle_escrowed_pg(
     if grant_id is None and charge.micro > 0:
         # The first live grant did not cover it: burn grant by grant, the rest is debt.
         conn.execute(INSERT_ENTRY, burn_loop(conn, charge))
-    return _settlement(charge, event_id, balance, held)
+    return settlement(charge.hold_id, charge.account_id, charge.micro, charge.now, event_id, balance, held)
 
 
 def _call_hold_row(charge: _Charge) -> dict[str, Any]:
@@ -222,17 +222,19 @@ def lent_release_entry(
     )
 
 
-def _settlement(charge: _Charge, event_id: int, balance: int, held: int) -> Settlement:
+def settlement(
+    call_id: str, account_id: int, micro: int, now: datetime, event_id: int, balance: int, held: int
+) -> Settlement:
     # held=0 and late=False: what a repeat reads back from the call's own hold row
     # (amount 0, settled), so the first result and a repeat compare equal.
     return Settlement(
-        hold_id=charge.hold_id,
-        account_id=charge.account_id,
+        hold_id=call_id,
+        account_id=account_id,
         held=0,
-        charged=charge.micro,
+        charged=micro,
         usage_event_id=event_id,
         late=False,
-        settled_at=charge.now,
+        settled_at=now,
         balance_after=balance,
         available_after=balance - held,
     )

@@ -34,7 +34,6 @@ from sqlalchemy import (
     Connection,
     String,
     Table,
-    TextClause,
     bindparam,
     insert,
     or_,
@@ -203,11 +202,7 @@ SELECT h.account_id, h.amount, h.reference, a.balance, a.held FROM h, a
 PG_SETTLE_1 = text(PG_SETTLE_1_SQL)
 
 
-def charge_sql(release: str, call_param: str) -> TextClause:
-    return text(charge_sql_text(release, call_param))
-
-
-def charge_sql_text(release: str, call_param: str) -> str:
+def charge_sql(release: str, call_param: str) -> str:
     """A fused settle's statement 2, around ``release`` (the SELECT of its release entry).
 
     A new statement, so under READ COMMITTED it sees every grant change committed before
@@ -243,7 +238,7 @@ SELECT u.id, (SELECT id FROM g) FROM u
 
 
 # Settle, statement 2: the hold's release entry ('settled', the whole hold).
-PG_SETTLE_2_SQL = charge_sql_text(
+PG_SETTLE_2_SQL = charge_sql(
     """SELECT CAST(:account_id AS bigint), 'release', CAST(0 AS bigint), -CAST(:amount AS bigint),
         CAST(NULL AS bigint), CAST(:hold_id AS text), 'settled', CAST(:reference AS text),
         CAST(:now AS timestamptz)""",

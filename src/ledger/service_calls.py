@@ -103,13 +103,9 @@ class CallsService(LedgerBase):
                 if self._batch is not None:
                     done = self._batch.submit(lambda conn: hotpath.settle(conn, hold_id, micro, usage, now))
                 elif self._settle_function:
-                    try:
-                        with self._uow.single() as conn:
-                            done = settle_function.settle(conn, hold_id, micro, usage, now)
-                    except settle_function.Unavailable as why:
-                        # no single grant covers it: the usual way, this once; no function
-                        # (a database not migrated to 0003): the usual way from now on
-                        self._settle_function = why.args[0] == settle_function.NEEDS_BURN_LOOP
+                    done = self._in_one_round_trip(
+                        lambda conn: settle_function.settle(conn, hold_id, micro, usage, now)
+                    )
                 if done is batch.RUN_ALONE:
                     with self._uow.core() as conn:
                         done = hotpath.settle(conn, hold_id, micro, usage, now)
@@ -148,6 +144,19 @@ class CallsService(LedgerBase):
             ),
         )
 
+    def _in_one_round_trip(self, settle: Callable[[Connection], Settlement | None]) -> Settlement | None:
+        """``settle`` through a ``settle_function`` (PostgreSQL, autocommit); RUN_ALONE when
+        it could not settle alone and the usual way must run (nothing was written)."""
+        try:
+            with self._uow.single() as conn:
+                return settle(conn)
+        except settle_function.Unavailable as why:
+            # no single grant covers it: the usual way, this once; no function (a
+            # database not migrated to 0003): the usual way from now on
+            self._settle_function = why.args[0] == settle_function.NEEDS_BURN_LOOP
+            run_alone: Settlement | None = batch.RUN_ALONE
+            return run_alone
+
     def _charge_call(
         self,
         what: str,
@@ -156,11 +165,13 @@ class CallsService(LedgerBase):
         micro: int,
         usage: UsageRecord,
         write: Callable[[Connection, datetime], Settlement | None],
+        one_round_trip: Callable[[Connection, datetime], Settlement | None] | None = None,
     ) -> Settlement:
         """A call's charge whose hold row is born settled (``write``), once by ``call_id``.
 
         ``write`` returns None when a hold with this id exists already: the charge was
         made (a repeat returns it) or a real hold was placed after all (settled now).
+        ``one_round_trip`` is the same through a ``settle_function``, tried first.
         """
         check_charge(micro, usage)
         if not call_id or len(call_id) > 32:
@@ -168,8 +179,13 @@ class CallsService(LedgerBase):
         if not self._fast:
             raise InvalidOperation(f"{what} needs SQLite 3.35+ (RETURNING) or PostgreSQL")
         try:
-            with self._uow.core() as conn:
-                done = write(conn, self._clock())
+            now = self._clock()
+            done: Settlement | None = batch.RUN_ALONE
+            if one_round_trip is not None and self._settle_function:
+                done = self._in_one_round_trip(lambda conn: one_round_trip(conn, now))
+            if done is batch.RUN_ALONE:
+                with self._uow.core() as conn:
+                    done = write(conn, now)
         except IntegrityError:
             # The only foreign key the first insert can break: the account.
             with self._uow() as session:
@@ -215,6 +231,9 @@ class CallsService(LedgerBase):
             micro,
             usage,
             lambda conn, now: escrow_sql.settle_escrowed(
+                conn, call_id, escrow_hold_id, account_id, micro, usage, reference=reference, now=now
+            ),
+            lambda conn, now: settle_function.settle_escrowed(
                 conn, call_id, escrow_hold_id, account_id, micro, usage, reference=reference, now=now
             ),
         )

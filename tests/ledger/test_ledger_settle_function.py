@@ -1,5 +1,5 @@
-"""PostgreSQL's one-round-trip settle (``ledger.settle_function``): same books as the two
-statements, the usual way when no single grant covers a charge or the function is
+"""PostgreSQL's one-round-trip settles (``ledger.settle_function``): same books as the two
+statements, the usual way when no single grant covers a charge or a function is
 missing, each statement with its own snapshot, and migration 0003's frozen copy."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from ledger_testlib import CR, LOCK_ACCOUNT, USAGE, funded, postgres_only, until
 from sqlalchemy import create_engine, event, text
 
 from ledger import Ledger, Settlement, migrate, settle_function
+from ledger.ids import new_hold_id
 
 
 @pytest.fixture
@@ -41,7 +42,7 @@ def test_a_settle_is_one_statement_without_begin_or_commit(ledger: Ledger, state
     hold = ledger.hold(acc, 3 * CR, ttl_seconds=60)
     statements.clear()
     settled = ledger.settle(hold.id, 2 * CR, USAGE)
-    assert statements == [f"SELECT * FROM {settle_function.NAME}"]
+    assert statements == [f"SELECT * FROM {settle_function.SETTLE.name}"]
     assert (settled.held, settled.charged, settled.balance_after, settled.available_after) == (
         3 * CR,
         2 * CR,
@@ -63,7 +64,7 @@ def test_a_charge_no_single_grant_covers_goes_the_usual_way(ledger: Ledger, stat
     statements.clear()
     settled = ledger.settle(hold.id, 3 * CR + 5, USAGE)
     # the function rolled back, then the two statements and the grant-by-grant burn
-    assert statements[0].startswith(f"SELECT * FROM {settle_function.NAME}")
+    assert statements[0].startswith(f"SELECT * FROM {settle_function.SETTLE.name}")
     assert "COMMIT" in statements[1:]
     assert (settled.charged, settled.balance_after) == (3 * CR + 5, -5)
     assert [g.remaining for g in ledger.grants(acc)] == [0, 0]
@@ -81,7 +82,8 @@ def test_a_charge_no_single_grant_covers_goes_the_usual_way(ledger: Ledger, stat
 def test_a_database_without_the_function_settles_the_usual_way(ledger: Ledger, db_url: str) -> None:
     engine = create_engine(db_url)
     with engine.begin() as conn:
-        conn.execute(text(f"DROP FUNCTION {settle_function.NAME}"))
+        for function in settle_function.FUNCTIONS:
+            conn.execute(text(f"DROP FUNCTION {function.name}"))
     engine.dispose()
     acc = funded(ledger, 10 * CR)
     first = ledger.hold(acc, CR, ttl_seconds=60)
@@ -90,6 +92,44 @@ def test_a_database_without_the_function_settles_the_usual_way(ledger: Ledger, d
     second = ledger.hold(acc, CR, ttl_seconds=60)
     ledger.settle(second.id, CR // 2, USAGE)
     assert ledger.balance(acc).balance == 9 * CR
+
+
+@postgres_only
+def test_an_escrowed_charge_is_one_statement(ledger: Ledger, statements: list[str]) -> None:
+    acc = funded(ledger, 10 * CR)
+    escrow = ledger.hold(acc, 3 * CR, ttl_seconds=60, reference="escrow")
+    call = new_hold_id()
+    statements.clear()
+    settled = ledger.settle_escrowed(call, escrow.id, acc, 2 * CR, USAGE, reference="gpt-4o")
+    assert statements == [f"SELECT * FROM {settle_function.SETTLE_ESCROWED.name}"]
+    assert (settled.hold_id, settled.held, settled.charged) == (call, 0, 2 * CR)
+    assert (settled.balance_after, settled.available_after) == (8 * CR, 7 * CR)
+    assert ledger.get_hold(escrow.id).amount == CR  # 2 credits lent out of 3
+    assert [e.kind for e in ledger.history(acc, limit=3)] == ["charge", "release", "hold"]
+    # a repeat writes nothing and returns the first settlement
+    assert ledger.settle_escrowed(call, escrow.id, acc, 2 * CR, USAGE, reference="gpt-4o") == settled
+    # more than the escrow has left: it gives what it has, the balance pays the rest
+    more = ledger.settle_escrowed(new_hold_id(), escrow.id, acc, 2 * CR, USAGE)
+    assert (more.balance_after, more.available_after) == (6 * CR, 6 * CR)
+    assert ledger.get_hold(escrow.id).amount == 0
+    ledger.void(escrow.id)
+
+
+@postgres_only
+def test_an_escrowed_charge_no_single_grant_covers_goes_the_usual_way(
+    ledger: Ledger, statements: list[str]
+) -> None:
+    acc = funded(ledger, 2 * CR)
+    ledger.grant(acc, 1 * CR, source="bonus", priority=5)
+    escrow = ledger.hold(acc, 3 * CR, ttl_seconds=60, reference="escrow")
+    statements.clear()
+    settled = ledger.settle_escrowed(new_hold_id(), escrow.id, acc, 3 * CR + 5, USAGE)
+    assert statements[0].startswith(f"SELECT * FROM {settle_function.SETTLE_ESCROWED.name}")
+    assert "COMMIT" in statements[1:]
+    assert (settled.charged, settled.balance_after) == (3 * CR + 5, -5)
+    assert ledger.balance(acc).debt == 5
+    assert ledger._settle_function
+    ledger.void(escrow.id)
 
 
 @postgres_only
@@ -122,7 +162,7 @@ def test_the_grant_is_chosen_after_the_account_lock_as_in_two_statements(ledger:
 
 
 def _migration_0003() -> Any:
-    path = migrate.MIGRATIONS_DIR / "versions" / "0003_settle_function.py"
+    path = migrate.MIGRATIONS_DIR / "versions" / "0003_settle_functions.py"
     spec = importlib.util.spec_from_file_location("migration_0003", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -130,20 +170,23 @@ def _migration_0003() -> Any:
     return module
 
 
-def test_migration_0003_creates_the_function_the_code_calls() -> None:
+def test_migration_0003_creates_the_functions_the_code_calls() -> None:
     """A change to hotpath's settle statements fails here: it needs a new function version
     (``NAME``) and a migration creating it, or databases migrated earlier would run the old."""
-    assert settle_function.create_sql() == _migration_0003().CREATE_FUNCTION
+    assert settle_function.create_sql() == _migration_0003().CREATE_FUNCTIONS
 
 
 @pytest.mark.postgres
-def test_migrations_create_and_drop_the_function(pg_url: str) -> None:
+def test_migrations_create_and_drop_the_functions(pg_url: str) -> None:
     migrate.upgrade(pg_url)
     book = Ledger(pg_url)
     try:
         acc = funded(book, 10 * CR)
         hold = book.hold(acc, CR, ttl_seconds=60)
         assert book.settle(hold.id, CR, USAGE).charged == CR
+        escrow = book.hold(acc, 2 * CR, ttl_seconds=60, reference="escrow")
+        assert book.settle_escrowed(new_hold_id(), escrow.id, acc, CR, USAGE).charged == CR
+        book.void(escrow.id)
         assert book._settle_function
         assert book.audit() == []
     finally:
@@ -152,11 +195,12 @@ def test_migrations_create_and_drop_the_function(pg_url: str) -> None:
     engine = create_engine(pg_url)
     try:
         with engine.connect() as conn:
-            assert conn.execute(text(f"SELECT to_regproc('{settle_function.NAME}')")).scalar_one() is None
+            for function in settle_function.FUNCTIONS:
+                assert conn.execute(text(f"SELECT to_regproc('{function.name}')")).scalar_one() is None
     finally:
         engine.dispose()
 
 
-def test_schema_sql_holds_the_function() -> None:
+def test_schema_sql_holds_the_functions() -> None:
     schema = (Path(__file__).resolve().parents[2] / "schema.sql").read_text()
     assert settle_function.create_sql() in schema
