@@ -1,6 +1,6 @@
 """Print the ledger's PostgreSQL DDL: ``python -m ledger.schema_sql > schema.sql``.
 
-Tables, indexes and the settle function (``ledger.settle_function``).
+Tables, indexes and the settle functions (``ledger.settle_function``).
 
 ``schema.sql`` is generated, never edited by hand; a test regenerates it and
 compares, so it cannot drift from the models.
@@ -30,7 +30,7 @@ def render() -> str:
         parts.append(str(CreateTable(table).compile(dialect=dialect)).strip() + ";\n")
         for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
             parts.append(str(CreateIndex(index).compile(dialect=dialect)).strip() + ";\n")
-    # the one-round-trip settle (``ledger.settle_function``), as migration 0003 creates it
+    # the one-round-trip settles (``ledger.settle_function``), as migration 0003 creates them
     parts.append(settle_function.create_sql())
     text = "\n".join(parts)
     # SQLAlchemy's DDL compiler leaves a space before each newline; keep the file clean.

@@ -78,7 +78,7 @@ class LedgerBase:
         self._clock = clock or (lambda: datetime.now(UTC))
         # Core statements with RETURNING (ledger.hotpath) unless SQLite is too old for them.
         self._fast = self._engine.dialect.name == "postgresql" or hotpath.SQLITE_HAS_RETURNING
-        # PostgreSQL settles through ``credits_settle_v1`` until a call finds it missing.
+        # PostgreSQL settles through ``settle_function``'s functions until a call finds one missing.
         self._settle_function = self._engine.dialect.name == "postgresql"
         self._batch = (
             batch.GroupCommitter(self._engine, max_batch=group_commit_max)
