@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -52,6 +52,9 @@ log = logging.getLogger("credits.gate")
 T = TypeVar("T")
 
 _SETTLED_MEMORY = 4096  # recent settlements kept for the headers hook and duplicate events
+# a balance or usage read waits this long at most for the journal to reach the ledger
+# (longer only while the ledger is down, and then the read would fail anyway)
+_READ_FLUSH_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -571,6 +574,24 @@ class CreditGate:
 
     async def balance(self, account_id: int) -> Balance:
         return await self.run(self.ledger.balance, account_id)
+
+    async def shown_balance(self, account_id: int) -> Balance:
+        """The balance a person reads: this process's journaled charges applied first, and
+        its escrow's unlent credit counted as available, not held (as the headers do)."""
+        await self.flush_charges()
+        balance = await self.balance(account_id)
+        unlent = max(0, await self.run(self.escrow.unlent, account_id)) if self.escrow is not None else 0
+        if not unlent:
+            return balance
+        return replace(balance, held=balance.held - unlent, available=balance.available + unlent)
+
+    async def flush_charges(self) -> None:
+        """Read your own writes through this proxy: a route about to read the ledger waits
+        (briefly) for the charges this process has journaled to be applied to it."""
+        if self.journal is not None and not await self.run(self.journal.flush, _READ_FLUSH_SECONDS):
+            log.warning(
+                "journaled charges not yet in the ledger after %ss: read as it is", _READ_FLUSH_SECONDS
+            )
 
     # -- housekeeping -----------------------------------------------------------
 

@@ -31,7 +31,7 @@ async def balance(auth: Auth) -> dict[str, Any] | JSONResponse:
     gate = runtime.gate()
     try:
         account = await gate.account_for(caller_from_auth(auth, gate.settings.account_order))
-        b = await gate.balance(account.id)
+        b = await gate.shown_balance(account.id)
     except CreditsError as exc:
         return _error(exc)
     return {
@@ -50,6 +50,7 @@ async def usage(auth: Auth, limit: Annotated[int, Query(ge=1, le=500)] = 20) -> 
     gate = runtime.gate()
     try:
         account = await gate.account_for(caller_from_auth(auth, gate.settings.account_order))
+        await gate.flush_charges()
         events = await gate.run(gate.ledger.usage, account.id, limit)
     except CreditsError as exc:
         return _error(exc)

@@ -84,9 +84,10 @@ class CreditSettings(BaseSettings):
     # holds and settles from concurrent calls share one commit (a writer thread per
     # proxy); a call still returns only after the commit that holds its write
     group_commit: bool = False
-    # direct: a charge is committed to the ledger before the response ends; journal: it
-    # is fsync'd to a local journal first and applied to the ledger in batches
-    settle_mode: SettleMode = SettleMode.DIRECT
+    # journal (the default): a charge is fsync'd to a local journal before the response
+    # ends and applied to the ledger in batches; direct: committed to the ledger there,
+    # which costs a database commit on every response (docs/BENCHMARKS.md)
+    settle_mode: SettleMode = SettleMode.JOURNAL
     journal_dir: Path | None = None  # default: credits-journal/ next to the outbox
     # how long the journal's writer waits to fill a batch: each batch has a fixed cost
     # (ledger.journal.LINGER_SECONDS), so a longer wait is cheaper per charge; the price
@@ -98,8 +99,9 @@ class CreditSettings(BaseSettings):
     # PostgreSQL: a hold's commit does not wait for the WAL flush (ledger.Ledger docs)
     async_holds: bool = False
     # rich accounts borrow each call's credit from an escrow hold of escrow_calls worst
-    # cases, when their available credit is escrow_rich_factor times that (ledger.escrow)
-    escrow: EscrowMode = EscrowMode.OFF
+    # cases, when their available credit is escrow_rich_factor times that (ledger.escrow);
+    # off: every call commits a hold of its own before it goes ahead
+    escrow: EscrowMode = EscrowMode.LOCAL
     escrow_calls: int = Field(default=1000, ge=1)
     escrow_rich_factor: int = Field(default=8, ge=1)
     # with redis: each process leases blocks of this many worst cases and lends them itself

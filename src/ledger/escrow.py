@@ -237,6 +237,19 @@ class EscrowBook:
             self._in_background(self._shrink, hold.escrow_hold_id, shrink)
         return True
 
+    def unlent(self, account_id: int) -> int:
+        """What the account's current escrow has not lent to any call.
+
+        The ledger shows the whole escrow as held, yet this part is the account's to
+        spend: a balance shown to a person adds it back, as the response headers do.
+        """
+        try:
+            current = self.store.current(account_id, _ms(self._ledger.now()))
+        except StoreUnavailable as exc:
+            self._warn("unlent", exc)
+            return 0
+        return current.rem if current is not None else 0
+
     @property
     def lend_margin_seconds(self) -> float:
         """How long before an escrow's expiry the book stops lending from it."""

@@ -151,6 +151,14 @@ class LeasedBook:
         if self._blocks.get(account_id) is block:
             del self._blocks[account_id]
 
+    def unlent(self, account_id: int) -> int:
+        """The shared escrow's unlent credit and this process's block's (other replicas'
+        blocks count as lent until they come back)."""
+        with self._lock:
+            block = self._blocks.get(account_id)
+            own = block.remaining if block is not None and not block.retired else 0
+        return self.shared.unlent(account_id) + own
+
     # -- giving back ------------------------------------------------------------------
 
     def give_back_now(self, hold: Hold, micro_used: int) -> bool:

@@ -1,7 +1,8 @@
 """A real proxy per test module, on its own SQLite ledger and pricing file.
 
 A module may set ``PROXY_CONFIG`` (a config path) and ``PROXY_ENV`` (extra
-environment) to start its proxy differently.
+environment) to start its proxy differently, and ``PROXY_SETTLE_ENV`` to replace
+``DIRECT_SETTLE_ENV`` (``{}``: the plugin's own defaults).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 
 from ledger import Ledger
 
-from .proxy import CONFIG, RunningProxy, start_proxy
+from .proxy import CONFIG, DIRECT_SETTLE_ENV, RunningProxy, start_proxy
 
 EXAMPLE_CATALOG = Path(__file__).parents[2] / "examples" / "pricing.yaml"
 
@@ -53,6 +54,7 @@ def proxy(
         "CREDITS_UNKNOWN_ACCOUNTS": "refuse",
         # allocations are tested on their own (test_periods); here they would move balances
         "CREDITS_PERIOD_JOB_SECONDS": "0",
+        **getattr(request.module, "PROXY_SETTLE_ENV", DIRECT_SETTLE_ENV),
         **getattr(request.module, "PROXY_ENV", {}),
     }
     running = start_proxy(workdir, env, config=getattr(request.module, "PROXY_CONFIG", CONFIG))

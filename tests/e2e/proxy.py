@@ -16,6 +16,11 @@ import httpx
 MASTER_KEY = "sk-test-master-7f3a9c1e5b2d4f6a8c0e2b4d6f8a0c2e"
 CONFIG = Path(__file__).with_name("proxy_config.yaml")
 LITELLM = Path(sys.executable).with_name("litellm")
+# What most proxies under test run: each charge committed to the ledger before its
+# response and each call its own hold, so a test may read the ledger the moment a call
+# returns. The defaults (settle journal, local escrow) run in test_defaults.py and in the
+# fast paths' modules.
+DIRECT_SETTLE_ENV = {"CREDITS_SETTLE_MODE": "direct", "CREDITS_ESCROW": "off"}
 
 
 def free_port() -> int:

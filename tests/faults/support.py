@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from sqlalchemy import create_engine, text
 
-from e2e.proxy import MASTER_KEY, RunningProxy, start_proxy  # noqa: F401  (re-exported)
+from e2e.proxy import DIRECT_SETTLE_ENV, MASTER_KEY, RunningProxy, start_proxy  # noqa: F401  (re-exported)
 
 REPO = Path(__file__).parents[2]
 EXAMPLE_CATALOG = REPO / "examples" / "pricing.yaml"
@@ -194,6 +194,7 @@ def proxy_env(database_url: str, pricing_file: Path, **extra: str) -> dict[str, 
         "CREDITS_UNKNOWN_ACCOUNTS": "refuse",
         "CREDITS_ACCOUNT_CACHE_SECONDS": "0",
         "CREDITS_SWEEP_INTERVAL_SECONDS": "1",
+        **DIRECT_SETTLE_ENV,
     }
     env.update(extra)
     return env

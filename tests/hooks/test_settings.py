@@ -7,6 +7,7 @@ import pytest
 from credit_hooks.runtime import _fast_paths
 from credit_hooks.settings import DEFAULT_PRICING_FILE, CreditSettings, load_settings
 from ledger import Ledger
+from ledger.escrow import EscrowBook
 from pricing import load_catalog
 from pricing.errors import SettingsError
 
@@ -58,8 +59,29 @@ def test_account_order_is_configurable(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert CreditSettings(account_order="user").account_order == ("user",)
 
 
+def test_the_defaults_are_the_settle_journal_and_a_local_escrow(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("CREDITS_SETTLE_MODE", raising=False)
+    monkeypatch.delenv("CREDITS_ESCROW", raising=False)
+    monkeypatch.setenv("CREDITS_JOURNAL_DIR", str(tmp_path / "journal"))
+    ledger = Ledger(f"sqlite:///{tmp_path / 'books.db'}")
+    ledger.create_schema()
+    journal, escrow = _fast_paths(load_settings(), ledger)
+    try:
+        assert journal is not None and (tmp_path / "journal").is_dir()
+        assert isinstance(escrow, EscrowBook) and escrow.instant  # lends from process memory
+    finally:
+        if journal is not None:
+            journal.close()
+        if escrow is not None:
+            escrow.close()
+        ledger.dispose()
+
+
 def test_the_journal_waits_as_long_as_configured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CREDITS_SETTLE_MODE", "journal")
+    monkeypatch.setenv("CREDITS_ESCROW", "off")
     monkeypatch.setenv("CREDITS_JOURNAL_DIR", str(tmp_path / "journal"))
     monkeypatch.setenv("CREDITS_JOURNAL_LINGER_MS", "250")
     monkeypatch.setenv("CREDITS_JOURNAL_LOOP_SYNC_MS", "2")

@@ -54,6 +54,21 @@ def _charge(ledger: Ledger, book: LeasedBook, loan: Hold, micro: int) -> None:
     book.give_back(loan, micro)
 
 
+def test_unlent_counts_the_shared_escrow_and_this_process_block(
+    ledger: Ledger, make_leased: MakeLeased
+) -> None:
+    acc = funded(ledger, 100 * CR)
+    book = make_leased(ledger)
+    assert book.unlent(acc) == 0
+    loan = book.lend(acc, 1000)  # a block of 5 x 1000 from an escrow of 200,000
+    assert loan is not None and loan.escrow_hold_id is not None
+    assert book.unlent(acc) == 200_000 - 1000
+    _charge(ledger, book, loan, 300)
+    assert book.unlent(acc) == 200_000 - 300
+    b = ledger.balance(acc)
+    assert b.held - book.unlent(acc) == 0
+
+
 def test_a_block_lends_from_memory_and_goes_back_whole(ledger: Ledger, make_leased: MakeLeased) -> None:
     acc = funded(ledger, 100 * CR)
     book = make_leased(ledger)
