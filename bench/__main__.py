@@ -178,7 +178,7 @@ def run(args: argparse.Namespace, mode: str, plan: Plan) -> dict[str, Any]:
         workdir = Path(tmp)
         pg_proxy_url = pg_ledger_url = None
         fast_urls: dict[str, str] = {}
-        for name, (database, _env) in proxy_bench.FAST_VARIANTS.items():
+        for name, (database, _env) in proxy_bench.SETTING_VARIANTS.items():
             if database == "sqlite":
                 fast_urls[name] = f"sqlite:///{workdir / f'proxy-{name}.db'}"
             elif pg_version:
@@ -231,7 +231,7 @@ def proxy_section(
         if pg_url:
             variants.append(proxy_bench.Variant("with_postgresql", True, pg_url, workdir))
         for name, url in fast_urls.items():
-            env = dict(proxy_bench.FAST_VARIANTS[name][1])
+            env = dict(proxy_bench.SETTING_VARIANTS[name][1])
             variants.append(proxy_bench.Variant(name, True, url, workdir, env=env))
         out = proxy_bench.run(
             variants,

@@ -5,8 +5,8 @@
         l250=postgresql:CREDITS_JOURNAL_LINGER_MS=250
 
 Each variant is ``NAME=DATABASE[:SETTING=VALUE,...]`` (DATABASE: ``sqlite`` or
-``postgresql``); the settings are added to the fast paths the full bench measures
-(``--plain`` leaves them out). A proxy without the plugin runs beside them, and the
+``postgresql``); the settings are added to the plugin's defaults and
+``CREDITS_ASYNC_HOLDS=true`` (``--plain``: to the defaults alone). A proxy without the plugin runs beside them, and the
 rounds alternate between all of them, as in ``python -m bench``. Prints req/s, the ratio
 to ``without``, the proxy's CPU per request and the latencies, and checks the books.
 """
@@ -43,14 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=6.0, help="per round and variant")
     parser.add_argument("--stream", action="store_true", help="streamed completions")
-    parser.add_argument("--plain", action="store_true", help="without the fast paths' settings")
+    parser.add_argument(
+        "--plain", action="store_true", help="on the plugin's defaults alone (no async holds)"
+    )
     parser.add_argument("--pg-url", default=pg.DEFAULT_ADMIN_URL)
     args = parser.parse_args(argv)
 
     procs.install_cleanup()
     cores = procs.cores()
     proxy_cpus, client_cpus = ({cores[0]}, {cores[1]}) if len(cores) >= 2 else (None, None)
-    base = {} if args.plain else proxy_bench.ESCROW_ENV
+    base = {} if args.plain else proxy_bench.ASYNC_HOLDS_ENV
     with ledger_bench.tempdir() as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
         upstream = proxy_bench.spawn_upstream(client_cpus)

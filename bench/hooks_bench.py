@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from . import instructions, ledger_bench, pg
-from .proxy_bench import FAST_VARIANTS, MODEL_GROUP, UPSTREAM_KEY, UPSTREAM_MODEL, fund
+from .proxy_bench import MODEL_GROUP, SETTING_VARIANTS, UPSTREAM_KEY, UPSTREAM_MODEL, fund
 from .snapshot import drop_snapshot
 from .stats import percentile, r
 
@@ -44,7 +44,7 @@ COST_USD = 10 * 2.5e-06 + 5 * 1e-05
 VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "with_sqlite": ("sqlite", {}),
     "with_postgresql": ("postgresql", {}),
-    **FAST_VARIANTS,
+    **SETTING_VARIANTS,
 }
 
 

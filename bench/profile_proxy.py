@@ -302,16 +302,18 @@ def main(argv: list[str] | None = None) -> int:
             elif name == "with_sqlite":
                 url = f"sqlite:///{workdir / 'proxy-ledger.db'}"
                 variants.append(proxy_bench.Variant(name, True, url, workdir))
-            elif name == "with_postgresql" or proxy_bench.FAST_VARIANTS.get(name, ("",))[0] == "postgresql":
+            elif (
+                name == "with_postgresql" or proxy_bench.SETTING_VARIANTS.get(name, ("",))[0] == "postgresql"
+            ):
                 if pg.available(args.pg_url) is None:
                     print(f"PostgreSQL not reachable at {args.pg_url}: {name} skipped", file=sys.stderr)
                     continue
                 url = stack.enter_context(pg.temp_database(args.pg_url))
-                env = proxy_bench.FAST_VARIANTS.get(name, ("", {}))[1]
+                env = proxy_bench.SETTING_VARIANTS.get(name, ("", {}))[1]
                 variants.append(proxy_bench.Variant(name, True, url, workdir, env=dict(env)))
-            elif name in proxy_bench.FAST_VARIANTS:
+            elif name in proxy_bench.SETTING_VARIANTS:
                 url = f"sqlite:///{workdir / f'proxy-{name}.db'}"
-                env = proxy_bench.FAST_VARIANTS[name][1]
+                env = proxy_bench.SETTING_VARIANTS[name][1]
                 variants.append(proxy_bench.Variant(name, True, url, workdir, env=dict(env)))
             else:
                 sys.exit(f"unknown variant {name!r}")

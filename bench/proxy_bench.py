@@ -5,6 +5,8 @@ Variants (each its own ``litellm`` process, started the way an operator starts i
   with_sqlite      + ``callbacks: credit_hooks.credits_callback`` and
                    ``custom_auth: credit_hooks.auth.user_api_key_auth``, SQLite ledger file
   with_postgresql  the same on a fresh PostgreSQL database (when the server is there)
+  with_*_direct, with_postgresql_async_holds
+                   the plugin with other settings (``SETTING_VARIANTS``)
 
 Rounds alternate between the variants (A, B, C, A, B, C, ...) at each
 concurrency, so a slow moment of the machine hits every variant alike.
@@ -62,15 +64,18 @@ def proxy_config(upstream_port: int, plugin: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-# the fast paths: charges journaled (applied in batches), holds async-committed; and
-# with that, calls lent from an in-process escrow instead of a hold each
-FAST_PATH_ENV = {"CREDITS_SETTLE_MODE": "journal", "CREDITS_ASYNC_HOLDS": "true"}
-ESCROW_ENV = {**FAST_PATH_ENV, "CREDITS_ESCROW": "local"}
+# with_sqlite and with_postgresql run the plugin's defaults (charges journaled and applied
+# in batches, rich accounts' calls lent from an in-process escrow); beside them:
+# the defaults with PostgreSQL holds committed without waiting for the WAL flush
+ASYNC_HOLDS_ENV = {"CREDITS_ASYNC_HOLDS": "true"}
+# the settings that were the defaults until 2026-12: each charge committed to the ledger
+# before its response, each call a hold of its own
+DIRECT_ENV = {"CREDITS_SETTLE_MODE": "direct", "CREDITS_ESCROW": "off"}
 # variant name -> (database: "sqlite" or "postgresql", its CREDITS_* settings)
-FAST_VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
-    "with_postgresql_journal": ("postgresql", FAST_PATH_ENV),
-    "with_postgresql_escrow": ("postgresql", ESCROW_ENV),
-    "with_sqlite_escrow": ("sqlite", ESCROW_ENV),
+SETTING_VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
+    "with_postgresql_async_holds": ("postgresql", ASYNC_HOLDS_ENV),
+    "with_postgresql_direct": ("postgresql", DIRECT_ENV),
+    "with_sqlite_direct": ("sqlite", DIRECT_ENV),
 }
 
 

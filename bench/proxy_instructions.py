@@ -47,7 +47,7 @@ from .stats import percentile, r
 HARD_LIMIT_S = 60 * 60
 # a request under valgrind, queued behind 15 others on a core shared with other proxies
 SLOW_REQUEST_S = 600.0
-DEFAULT_VARIANTS = "without,with_postgresql_escrow,with_sqlite_escrow"
+DEFAULT_VARIANTS = "without,with_postgresql,with_sqlite"
 
 
 def _timeout(_signum: int, _frame: object) -> None:

@@ -13,9 +13,9 @@ REDIS_FACTOR = 3
 WITH = (
     "with_sqlite",
     "with_postgresql",
-    "with_postgresql_journal",
-    "with_postgresql_escrow",
-    "with_sqlite_escrow",
+    "with_postgresql_async_holds",
+    "with_postgresql_direct",
+    "with_sqlite_direct",
 )
 FAST_PATHS = ("journal", "escrow", "redis")
 
