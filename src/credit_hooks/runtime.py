@@ -19,6 +19,7 @@ from ledger.escrow_lease import LeasedBook
 from ledger.journal import SettleJournal
 from ledger.migrate import ensure_schema
 from ledger.outbox import Outbox
+from pricing.errors import SettingsError
 
 from .catalog_source import CatalogSource
 from .gate import CreditGate
@@ -69,12 +70,20 @@ def _fast_paths(
     journal = None
     if settings.settle_mode is SettleMode.JOURNAL:
         # what processes now gone recorded but did not apply is charged before anything new
-        journal = SettleJournal(
-            ledger,
-            settings.journal_directory,
-            linger_seconds=settings.journal_linger_ms / 1000,
-            fast_sync_seconds=settings.journal_loop_sync_ms / 1000,
-        )
+        try:
+            journal = SettleJournal(
+                ledger,
+                settings.journal_directory,
+                linger_seconds=settings.journal_linger_ms / 1000,
+                fast_sync_seconds=settings.journal_loop_sync_ms / 1000,
+            )
+        except OSError as exc:
+            # the journal is the default: a proxy started where it cannot write says so
+            raise SettingsError(
+                "CREDITS_JOURNAL_DIR",
+                f"cannot keep the settle journal in {settings.journal_directory} ({exc.strerror or exc}); "
+                "point it at a writable directory, or set CREDITS_SETTLE_MODE=direct",
+            ) from exc
         if journal.recovered:
             log.warning("settle journal: %d charges of a previous process applied", journal.recovered)
         # at exit: a few seconds to apply what is recorded; the rest waits for the next start

@@ -79,6 +79,24 @@ def test_the_defaults_are_the_settle_journal_and_a_local_escrow(
         ledger.dispose()
 
 
+def test_a_journal_directory_that_cannot_be_written_is_named_at_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    not_a_directory = tmp_path / "a-file"
+    not_a_directory.write_text("")
+    monkeypatch.setenv("CREDITS_JOURNAL_DIR", str(not_a_directory / "journal"))
+    ledger = Ledger(f"sqlite:///{tmp_path / 'books.db'}")
+    ledger.create_schema()
+    try:
+        with pytest.raises(SettingsError) as caught:
+            _fast_paths(load_settings(), ledger)
+    finally:
+        ledger.dispose()
+    assert caught.value.setting == "CREDITS_JOURNAL_DIR"
+    assert str(not_a_directory / "journal") in str(caught.value)
+    assert "CREDITS_SETTLE_MODE=direct" in str(caught.value)
+
+
 def test_the_journal_waits_as_long_as_configured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CREDITS_SETTLE_MODE", "journal")
     monkeypatch.setenv("CREDITS_ESCROW", "off")
