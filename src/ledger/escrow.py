@@ -61,6 +61,7 @@ from pricing.errors import BillingUnavailable, CreditsError, InvalidOperation, R
 from . import escrow_sql
 from .escrow_memory import MemoryEscrowStore
 from .escrow_redis import RedisEscrowStore
+from .escrow_sql import ESCROW_REFERENCE
 from .escrow_store import POOR, EscrowStore, NewEscrow, StoreUnavailable, Taken
 from .ids import new_hold_id
 from .service import Ledger
@@ -68,7 +69,6 @@ from .types import Hold
 
 log = logging.getLogger("credits.escrow")
 
-ESCROW_REFERENCE: Final = "escrow"
 CALLS_PER_ESCROW: Final = 1000
 # Below this share of an escrow left to lend, the next one is opened.
 LOW_WATERMARK: Final = 0.25

@@ -19,7 +19,7 @@ anyway is safe to run again: ``lock_conflict`` tells the caller so.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import Connection, exc, select, text, update
 
@@ -43,6 +43,9 @@ from .hotpath import (
     usage_params,
 )
 from .types import Settlement, UsageRecord
+
+# the reference of an escrow's hold row: what tells it from a call's own hold
+ESCROW_REFERENCE: Final = "escrow"
 
 _a = ACCOUNTS.c
 _h = HOLDS.c

@@ -9,7 +9,8 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from . import accounts, convert
-from .tables import AccountRow, EntryRow, GrantRow, UsageEventRow
+from .escrow_sql import ESCROW_REFERENCE
+from .tables import AccountRow, EntryRow, GrantRow, HoldRow, UsageEventRow
 from .types import Account, Balance, Entry, Grant, UsageEvent, UsageTotals
 
 
@@ -23,6 +24,15 @@ def balance(session: Session, account_id: int) -> Balance:
         overdraft_limit=row.overdraft_limit,
         debt=row.debt,
     )
+
+
+def escrowed(session: Session, account_id: int) -> int:
+    """µcr the account's open escrows hold (lent to calls or not: the ledger cannot tell)."""
+    accounts.get(session, account_id)
+    stmt = select(func.coalesce(func.sum(HoldRow.amount), 0)).where(
+        HoldRow.account_id == account_id, HoldRow.status == "open", HoldRow.reference == ESCROW_REFERENCE
+    )
+    return int(session.scalar(stmt) or 0)
 
 
 def history(session: Session, account_id: int, limit: int) -> list[Entry]:

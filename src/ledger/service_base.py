@@ -221,6 +221,11 @@ class LedgerBase:
             raise AccountNotFound(str(account_id))
         return found
 
+    def escrowed(self, account_id: int) -> int:
+        """The part of the account's held credit that is escrows (``ledger.escrow``)."""
+        with self._uow() as session:
+            return queries.escrowed(session, account_id)
+
     def history(self, account_id: int, limit: int = 50) -> list[Entry]:
         """The account's entries, newest first."""
         with self._uow() as session:

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from credit_hooks.cli import app
 from ledger import Ledger
+from ledger.escrow_sql import ESCROW_REFERENCE
 from pricing.errors import SettingsError
 
 from .gate_harness import PLANS
@@ -39,6 +40,18 @@ def test_the_demo_flow(cli: tuple[CliRunner, Ledger]) -> None:
     assert account is not None and books.balance(account.id).balance == 12_500_000  # the ref made it once
     assert "12.5" in runner.invoke(app, ["account", "show", "user:alice"]).stdout
     assert runner.invoke(app, ["audit"]).exit_code == 0
+
+
+def test_account_show_says_how_much_of_the_held_credit_is_escrows(cli: tuple[CliRunner, Ledger]) -> None:
+    runner, books = cli
+    account = books.open_account("user", "rich", tier="pro")
+    books.grant(account.id, 100 * MICRO, source="purchase", external_ref="rich")
+    before = runner.invoke(app, ["account", "show", "user:rich"])
+    assert before.exit_code == 0 and "escrow" not in before.stdout
+    books.hold(account.id, 20 * MICRO, ttl_seconds=60, reference=ESCROW_REFERENCE)
+    books.hold(account.id, 3 * MICRO, ttl_seconds=60, reference="demo-fast")  # a call's own
+    shown = runner.invoke(app, ["account", "show", "user:rich"])
+    assert shown.exit_code == 0 and "of the held credit, 20 is in escrows" in shown.stdout
 
 
 @pytest.mark.parametrize(

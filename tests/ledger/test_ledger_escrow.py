@@ -188,6 +188,7 @@ def test_unlent_is_what_the_escrow_still_has_to_lend(ledger: Ledger, make_book: 
     book.give_back(loan, 700)
     book.give_back(other, 0)
     assert book.unlent(acc) == 10_000 - 700
+    assert ledger.escrowed(acc) == 10_000 - 700  # the escrow's hold, as the admin CLI shows it
     # the ledger holds exactly that for the escrow: a balance shown to a person may add it back
     b = ledger.balance(acc)
     assert (b.held - book.unlent(acc), b.available + book.unlent(acc)) == (0, CR - 700)

@@ -61,6 +61,11 @@ def account_show(ref: str) -> None:
         table.add_column(column, justify="right")
     table.add_row(*(credits_text(v) for v in (b.balance, b.held, b.available, b.overdraft_limit)))
     out.print(table)
+    escrowed = ledger.escrowed(account.id)
+    if escrowed:
+        # the proxies lend calls from these without a hold each; what they have not lent
+        # is the account's to spend, and comes back when an escrow is replaced or expires
+        out.print(f"of the held credit, {credits_text(escrowed)} is in escrows the proxies lend calls from")
 
 
 @account_app.command("tier")
