@@ -570,7 +570,7 @@ class CreditGate:
             call = self._open.get(hold_id)
             if call is not None and call.available_after is not None:
                 return call.available_after
-        return (await self.balance(account_id)).available
+        return (await self._unlent_as_available(await self.balance(account_id))).available
 
     async def balance(self, account_id: int) -> Balance:
         return await self.run(self.ledger.balance, account_id)
@@ -579,8 +579,12 @@ class CreditGate:
         """The balance a person reads: this process's journaled charges applied first, and
         its escrow's unlent credit counted as available, not held (as the headers do)."""
         await self.flush_charges()
-        balance = await self.balance(account_id)
-        unlent = max(0, await self.run(self.escrow.unlent, account_id)) if self.escrow is not None else 0
+        return await self._unlent_as_available(await self.balance(account_id))
+
+    async def _unlent_as_available(self, balance: Balance) -> Balance:
+        if self.escrow is None:
+            return balance
+        unlent = max(0, await self.run(self.escrow.unlent, balance.account_id))
         if not unlent:
             return balance
         return replace(balance, held=balance.held - unlent, available=balance.available + unlent)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import httpx
+import openai
 import pytest
 
 from ledger import Ledger
@@ -86,3 +87,20 @@ def test_an_account_too_poor_for_an_escrow_holds_per_call_and_reads_its_calls_at
     assert len(usage) == CALLS
     assert books.balance(account.id).held == 0
     assert not any(e.reference == "escrow" for e in books.history(account.id, limit=50))
+
+
+def test_a_failed_call_of_a_rich_account_counts_its_escrow_as_available(
+    proxy: RunningProxy, books: Ledger
+) -> None:
+    _, key = open_account(books, "rich-broken", "pro", RICH_CREDITS)
+    _calls(proxy, key)  # lent from an escrow
+
+    with pytest.raises(openai.APIStatusError) as failed:
+        client(proxy, key).chat.completions.create(
+            model="demo-broken", messages=[{"role": "user", "content": "hi"}], max_tokens=100
+        )
+
+    spent = Decimal(CALLS * CHARGE) / MICRO
+    assert failed.value.response.headers.get("x-credits-remaining") == str(RICH_CREDITS - spent)
+    balance, _ = _routes(proxy, key)
+    assert balance["held_credits"] == "0"
