@@ -25,12 +25,15 @@ from .catalog_source import CatalogSource
 from .gate import CreditGate
 from .periods import run_periods_exclusive
 from .settings import CreditSettings, EscrowMode, SettleMode, load_settings
+from .shutdown import drain_at_server_shutdown
 
 log = logging.getLogger("credits.runtime")
 
 _lock = threading.Lock()
 _gate: CreditGate | None = None
 _tasks: list[asyncio.Task[None]] = []
+# how long a stopping process waits for the database to take what its journal recorded
+JOURNAL_CLOSE_SECONDS = 5.0
 
 
 def gate() -> CreditGate:
@@ -87,7 +90,8 @@ def _fast_paths(
         if journal.recovered:
             log.warning("settle journal: %d charges of a previous process applied", journal.recovered)
         # at exit: a few seconds to apply what is recorded; the rest waits for the next start
-        atexit.register(journal.close, 5.0)
+        # (a server stopped by a signal is drained earlier: credit_hooks.shutdown)
+        atexit.register(journal.close, JOURNAL_CLOSE_SECONDS)
     escrow: EscrowBook | LeasedBook | None = None
     sizing = {
         "ttl_seconds": settings.hold_ttl_seconds,
@@ -167,6 +171,15 @@ def ensure_background_jobs() -> None:
     )
     if g.settings.period_job_seconds > 0:
         _tasks.append(asyncio.create_task(_every(g.settings.period_job_seconds, _periods, g)))
+    if g.journal is not None and drain_at_server_shutdown(lambda: _apply_journal(g)):
+        log.info("the settle journal is applied when the server shuts down")
+
+
+def _apply_journal(g: CreditGate) -> None:
+    """Everything recorded goes to the ledger now (the server has stopped serving)."""
+    assert g.journal is not None
+    g.journal.close(JOURNAL_CLOSE_SECONDS)
+    log.warning("settle journal applied at shutdown (%d charges in all)", g.journal.stats.applied)
 
 
 async def _every(seconds: float, job: object, g: CreditGate) -> None:

@@ -1,0 +1,62 @@
+"""A proxy stopped by SIGTERM applies its settle journal before it exits.
+
+uvicorn ends a server stopped by a signal by raising the signal again, so no ``atexit``
+handler runs: without ``credit_hooks.shutdown`` the last charges stayed in the journal
+for the next start, and a disk that dies with the process would lose them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+
+from ledger import Ledger
+
+from .conftest import EXAMPLE_CATALOG
+from .proxy import start_proxy
+from .test_credit_gate import MICRO, client, open_account
+
+pytestmark = pytest.mark.e2e
+
+CHARGE = 450_000  # demo-fast: 10 + 20 tokens of gpt-4o, x2 (rule demo-fast-2x)
+
+
+def test_a_proxy_stopped_by_sigterm_leaves_nothing_in_its_journal(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'credits.db'}"
+    books = Ledger(url)
+    books.create_schema()
+    shutil.copy(EXAMPLE_CATALOG, tmp_path / "pricing.yaml")
+    account, key = open_account(books, "stopping", "pro", 100)
+    journal = tmp_path / "journal"
+    env = {  # the defaults (journal, local escrow), with batches that wait long
+        "CREDITS_DATABASE_URL": url,
+        "CREDITS_PRICING_FILE": str(tmp_path / "pricing.yaml"),
+        "CREDITS_UNKNOWN_ACCOUNTS": "refuse",
+        "CREDITS_PERIOD_JOB_SECONDS": "0",
+        "CREDITS_JOURNAL_DIR": str(journal),
+        "CREDITS_JOURNAL_LINGER_MS": "10000",
+    }
+    proxy = start_proxy(tmp_path, env)
+    try:
+        for _ in range(3):
+            client(proxy, key).chat.completions.create(
+                model="demo-fast", messages=[{"role": "user", "content": "hi"}], max_tokens=100
+            )
+        assert len(books.usage(account.id)) < 3  # recorded, still lingering in the journal
+        proxy.process.send_signal(signal.SIGTERM)
+        proxy.process.wait(timeout=30)
+    finally:
+        proxy.stop()
+
+    try:
+        assert [e.charged for e in books.usage(account.id)] == [CHARGE] * 3
+        balance = books.balance(account.id)
+        assert (balance.balance, balance.held) == (100 * MICRO - 3 * CHARGE, 0)
+        assert list(journal.rglob("*.jsonl")) == []  # nothing left for a next start
+        assert books.audit() == []
+        assert "settle journal applied at shutdown" in proxy.log()
+    finally:
+        books.dispose()
