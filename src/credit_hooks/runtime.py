@@ -171,15 +171,21 @@ def ensure_background_jobs() -> None:
     )
     if g.settings.period_job_seconds > 0:
         _tasks.append(asyncio.create_task(_every(g.settings.period_job_seconds, _periods, g)))
-    if g.journal is not None and drain_at_server_shutdown(lambda: _apply_journal(g)):
-        log.info("the settle journal is applied when the server shuts down")
+    if (g.journal is not None or g.escrow is not None) and drain_at_server_shutdown(lambda: _stop(g)):
+        log.info("the settle journal and escrows are settled when the server shuts down")
 
 
-def _apply_journal(g: CreditGate) -> None:
-    """Everything recorded goes to the ledger now (the server has stopped serving)."""
-    assert g.journal is not None
-    g.journal.close(JOURNAL_CLOSE_SECONDS)
-    log.warning("settle journal applied at shutdown (%d charges in all)", g.journal.stats.applied)
+def _stop(g: CreditGate) -> None:
+    """The server has stopped serving: everything recorded goes to the ledger, then the
+    escrows of this process give back what they did not lend (in that order: the
+    journal's charges are taken out of the escrows)."""
+    if g.journal is not None:
+        g.journal.close(JOURNAL_CLOSE_SECONDS)
+        log.warning("settle journal applied at shutdown (%d charges in all)", g.journal.stats.applied)
+    if isinstance(g.escrow, EscrowBook):
+        given = g.escrow.give_back_unlent()
+        if given:
+            log.warning("escrows gave back %d µcr of unlent credit at shutdown", given)
 
 
 async def _every(seconds: float, job: object, g: CreditGate) -> None:

@@ -134,6 +134,19 @@ class MemoryEscrowStore:
             self._forget_if_empty(account_id, record)
             return True
 
+    def retire_idle(self) -> list[tuple[str, int]]:
+        """Stop lending from every current escrow no call is borrowing from; returns
+        (escrow id, unlent µcr) of each, for its hold to give that back."""
+        with self._lock:
+            retired = []
+            for account_id, record in list(self._records.items()):
+                escrow = record.current
+                if escrow is not None and escrow.inf == 0:
+                    retired.append((escrow.id, escrow.rem))
+                    record.current = None
+                    self._forget_if_empty(account_id, record)
+            return retired
+
     def current(self, account_id: int, now_ms: int) -> Current | None:
         with self._lock:
             record = self._record(account_id, now_ms)

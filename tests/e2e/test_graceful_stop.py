@@ -1,4 +1,5 @@
-"""A proxy stopped by SIGTERM applies its settle journal before it exits.
+"""A proxy stopped by SIGTERM applies its settle journal before it exits, and its
+escrows give back what they did not lend.
 
 uvicorn ends a server stopped by a signal by raising the signal again, so no ``atexit``
 handler runs: without ``credit_hooks.shutdown`` the last charges stayed in the journal
@@ -30,6 +31,7 @@ def test_a_proxy_stopped_by_sigterm_leaves_nothing_in_its_journal(tmp_path: Path
     books.create_schema()
     shutil.copy(EXAMPLE_CATALOG, tmp_path / "pricing.yaml")
     account, key = open_account(books, "stopping", "pro", 100)
+    rich, rich_key = open_account(books, "stopping-rich", "pro", 100_000)  # lent from an escrow
     journal = tmp_path / "journal"
     env = {  # the defaults (journal, local escrow), with batches that wait long
         "CREDITS_DATABASE_URL": url,
@@ -42,10 +44,12 @@ def test_a_proxy_stopped_by_sigterm_leaves_nothing_in_its_journal(tmp_path: Path
     proxy = start_proxy(tmp_path, env)
     try:
         for _ in range(3):
-            client(proxy, key).chat.completions.create(
-                model="demo-fast", messages=[{"role": "user", "content": "hi"}], max_tokens=100
-            )
+            for k in (key, rich_key):
+                client(proxy, k).chat.completions.create(
+                    model="demo-fast", messages=[{"role": "user", "content": "hi"}], max_tokens=100
+                )
         assert len(books.usage(account.id)) < 3  # recorded, still lingering in the journal
+        assert books.escrowed(rich.id) > 0
         proxy.process.send_signal(signal.SIGTERM)
         proxy.process.wait(timeout=30)
     finally:
@@ -55,6 +59,10 @@ def test_a_proxy_stopped_by_sigterm_leaves_nothing_in_its_journal(tmp_path: Path
         assert [e.charged for e in books.usage(account.id)] == [CHARGE] * 3
         balance = books.balance(account.id)
         assert (balance.balance, balance.held) == (100 * MICRO - 3 * CHARGE, 0)
+        rich_balance = books.balance(rich.id)
+        assert [e.charged for e in books.usage(rich.id)] == [CHARGE] * 3
+        # its escrow gave back what it had not lent, instead of holding it until it expires
+        assert (rich_balance.balance, rich_balance.held) == (100_000 * MICRO - 3 * CHARGE, 0)
         assert list(journal.rglob("*.jsonl")) == []  # nothing left for a next start
         assert books.audit() == []
         assert "settle journal applied at shutdown" in proxy.log()
