@@ -48,7 +48,10 @@ def drain_at_server_shutdown(drain: Callable[[], None]) -> bool:
             try:
                 drain()  # nothing is served any more: blocking the loop costs nobody
             except Exception:
-                log.exception("settle journal not applied at shutdown; the next start applies it")
+                log.exception(
+                    "stopping the settle journal or escrows failed at shutdown: the next start "
+                    "applies the journal, the sweeper releases the escrows when they expire"
+                )
 
     server.shutdown = shutdown_then_drain
     setattr(server, _HOOKED, True)

@@ -246,12 +246,11 @@ class EscrowBook:
         """
         if not isinstance(self.store, MemoryEscrowStore):
             return 0
-        given = 0
-        for escrow_id, unlent in self.store.retire_idle():
-            if unlent > 0:
-                self._shrink(escrow_id, unlent)
-                given += unlent
-        return given
+        return sum(
+            unlent
+            for escrow_id, unlent in self.store.retire_idle()
+            if unlent > 0 and self._shrink(escrow_id, unlent)
+        )
 
     def unlent(self, account_id: int) -> int:
         """What the account's current escrow has not lent to any call.
@@ -505,11 +504,12 @@ class EscrowBook:
         if shrink > 0:
             self._shrink(hold.escrow_hold_id, shrink)
 
-    def _shrink(self, escrow_id: str, micro: int) -> None:
+    def _shrink(self, escrow_id: str, micro: int) -> bool:
+        """Give ``micro`` of the escrow's hold back to its account; False: it stays held."""
         for attempt in range(1, SHRINK_ATTEMPTS + 1):
             try:
                 self._ledger.shrink_hold(escrow_id, micro)
-                return
+                return True
             except BillingUnavailable as exc:
                 if attempt < SHRINK_ATTEMPTS and escrow_sql.lock_conflict(exc):
                     log.info(
@@ -521,7 +521,8 @@ class EscrowBook:
             except CreditsError as exc:
                 failure = exc
             log.warning("escrow %s keeps %d µcr held until it expires: %s", escrow_id, micro, failure)
-            return
+            return False
+        return False
 
     def _warn(self, what: str, exc: StoreUnavailable) -> None:
         now = time.monotonic()

@@ -18,12 +18,12 @@ from ledger import Ledger
 
 from .proxy import RunningProxy
 from .test_credit_gate import MICRO, client, open_account
+from .test_escrow_local import CHARGE
 
 pytestmark = pytest.mark.e2e
 
 PROXY_SETTLE_ENV: dict[str, str] = {}  # the plugin's own defaults
 
-CHARGE = 450_000  # demo-fast: 10 + 20 tokens of gpt-4o, x2 (rule demo-fast-2x)
 # max_tokens 100 makes the worst case 2.05 credits, an escrow 1000 of them (2050
 # credits) and "rich" 8 escrows: 16,400 credits
 RICH_CREDITS = 100_000

@@ -19,10 +19,9 @@ from ledger import Ledger
 from .conftest import EXAMPLE_CATALOG
 from .proxy import start_proxy
 from .test_credit_gate import MICRO, client, open_account
+from .test_escrow_local import CHARGE
 
 pytestmark = pytest.mark.e2e
-
-CHARGE = 450_000  # demo-fast: 10 + 20 tokens of gpt-4o, x2 (rule demo-fast-2x)
 
 
 def test_a_proxy_stopped_by_sigterm_leaves_nothing_in_its_journal(tmp_path: Path) -> None:
