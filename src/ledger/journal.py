@@ -90,6 +90,14 @@ class _Segment:
     allocated: int = 0  # bytes reserved on disk ahead of the lines (0: none)
 
 
+@dataclass(frozen=True, slots=True)
+class WrittenLine:
+    """A charge's line in the journal: ``number`` counts every line this journal wrote."""
+
+    segment: _Segment
+    number: int
+
+
 @dataclass(slots=True)
 class JournalStats:
     """Figures for the benchmark and the logs."""
@@ -184,32 +192,51 @@ class SettleJournal:
         Raises ``BillingUnavailable`` when the line cannot be written (a full disk): the
         caller then still has the charge in hand.
         """
-        line = charge.to_line()
+        line = self.write(charge)
+        self.sync_to(line)
+        self.accept(line, charge)
+
+    def write(self, charge: PendingCharge) -> WrittenLine:
+        """Step one of ``record``: the line is in the file, not yet known to be on disk."""
+        text = charge.to_line()
         try:
             with self._write_lock:
                 if self._closed:
                     raise BillingUnavailable("settle journal is closed")
                 segment = self._segment
-                if segment.allocated and segment.offset + len(line) > segment.allocated:
+                if segment.allocated and segment.offset + len(text) > segment.allocated:
                     _reserve(self._fd, segment)
-                if os.pwrite(self._fd, line, segment.offset) != len(line):
+                if os.pwrite(self._fd, text, segment.offset) != len(text):
                     # a short write (a full disk): the next line overwrites what got out
                     raise OSError(errno.ENOSPC, "short write")
-                segment.offset += len(line)
+                segment.offset += len(text)
                 self._written += 1
-                mine = self._written
                 segment.recorded += 1
                 with self._idle:
                     self._outstanding += 1
-            self._sync_to(mine)
+                return WrittenLine(segment, self._written)
         except OSError as error:
             raise BillingUnavailable(f"settle journal {self.directory}: {error}") from error
+
+    def on_disk(self, line: WrittenLine) -> bool:
+        """Whether an fsync has covered ``line`` (step two of ``record`` is then done)."""
+        return self._synced >= line.number
+
+    def sync_to(self, line: WrittenLine) -> None:
+        """Step two of ``record``: return once an fsync covers ``line`` (its own or another's)."""
+        try:
+            self._sync_to(line.number)
+        except OSError as error:
+            raise BillingUnavailable(f"settle journal {self.directory}: {error}") from error
+
+    def accept(self, line: WrittenLine, charge: PendingCharge) -> None:
+        """Step three of ``record``, once ``line`` is on disk: hand the charge to the writer."""
         self.stats.recorded += 1
-        self._queue.put((segment, charge))
+        self._queue.put((line.segment, charge))
         if self._queue.qsize() >= self._max_batch - 1:
             self._hurry.set()  # a full batch: the writer lingers no more
-        if segment.recorded >= self._segment_lines:
-            self._rotate(segment)
+        if line.segment.recorded >= self._segment_lines:
+            self._rotate(line.segment)
 
     def syncs_fast(self) -> bool:
         """Whether a ``record`` now would take about one quick fsync: none is running and

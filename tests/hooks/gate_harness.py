@@ -19,6 +19,7 @@ from credit_hooks.identity import Caller, Identity
 from credit_hooks.outcome import Outcome
 from credit_hooks.settings import CreditSettings
 from ledger import Account, Ledger, Settlement
+from ledger.journal import SettleJournal
 from ledger.outbox import Outbox
 
 PLANS = Path(__file__).with_name("plans.yaml")
@@ -39,7 +40,12 @@ class Clock:
 
 
 def make_gate(
-    ledger: Ledger, tmp_path: Path, clock: Clock, pricing: Path = PLANS, **overrides: Any
+    ledger: Ledger,
+    tmp_path: Path,
+    clock: Clock,
+    pricing: Path = PLANS,
+    journal: SettleJournal | None = None,
+    **overrides: Any,
 ) -> CreditGate:
     settings = CreditSettings(
         **overrides,
@@ -51,7 +57,7 @@ def make_gate(
         outbox_path=tmp_path / "outbox.jsonl",
     )
     catalogs = CatalogSource(pricing, ledger.catalog_rows, ledger.catalog_stamp)
-    return CreditGate(settings, catalogs, ledger, Outbox(settings.outbox_path), clock=clock)
+    return CreditGate(settings, catalogs, ledger, Outbox(settings.outbox_path), clock=clock, journal=journal)
 
 
 def runtime_books(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> Ledger:

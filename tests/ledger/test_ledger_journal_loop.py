@@ -1,0 +1,160 @@
+"""Journaled charges recorded from an event loop: on disk before they return, with the
+calls waiting together sharing one fsync off the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from ledger_testlib import CR, USAGE, funded, sqlite_only
+
+from ledger import Ledger
+from ledger.journal import SettleJournal, WrittenLine
+from ledger.journal_loop import LoopRecorder
+from ledger.outbox import PendingCharge
+from pricing.errors import BillingUnavailable
+
+T = TypeVar("T")
+
+
+@pytest.fixture
+def journal(ledger: Ledger, tmp_path: Path) -> Iterator[SettleJournal]:
+    book = SettleJournal(ledger, tmp_path / "journal", fast_sync_seconds=0.0)
+    yield book
+    book.close()
+
+
+def _charges(ledger: Ledger, account: int, count: int) -> list[PendingCharge]:
+    return [
+        PendingCharge(ledger.hold(account, 5_000, ttl_seconds=60).id, 1_000, USAGE, account_id=account)
+        for _ in range(count)
+    ]
+
+
+def _in_a_thread(work: Callable[[], Coroutine[Any, Any, T]], timeout: float = 30) -> T:
+    """``asyncio.run(work())`` where a loop that never yields cannot hang the suite."""
+    results: list[T] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            results.append(asyncio.run(work()))
+        except BaseException as error:  # handed to the test
+            failure.append(error)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"the event loop did not finish within {timeout}s"
+    if failure:
+        raise failure[0]
+    return results[0]
+
+
+def test_calls_waiting_together_share_fsyncs_and_each_is_on_disk_when_it_returns(
+    ledger: Ledger, journal: SettleJournal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = funded(ledger, 100 * CR)
+    charges = _charges(ledger, account, 64)
+    real_fdatasync = os.fdatasync
+
+    def slow_disk(fd: int) -> None:
+        time.sleep(0.005)  # a busy disk: the calls arriving meanwhile wait for the next one
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", slow_disk)
+    pool = ThreadPoolExecutor(4)
+    recorder = LoopRecorder(journal, pool)
+    returned: list[tuple[WrittenLine, bool]] = []
+
+    async def one(charge: PendingCharge) -> None:
+        line = await recorder.record(charge)
+        returned.append((line, journal.on_disk(line)))
+
+    async def everything() -> None:
+        await asyncio.gather(*(one(c) for c in charges))
+
+    try:
+        _in_a_thread(everything)
+    finally:
+        pool.shutdown()
+    assert len(returned) == 64 and all(on_disk for _, on_disk in returned)
+    assert journal.stats.recorded == 64
+    assert journal.stats.fsyncs <= 8  # one round trip per fsync, not per call
+    assert journal.flush(10)
+    assert ledger.balance(account).balance == 100 * CR - 64 * 1_000
+    assert len(ledger.usage(account, limit=100)) == 64
+
+
+@sqlite_only
+def test_a_line_written_as_the_last_fsync_ended_gets_one_of_its_own(
+    ledger: Ledger, journal: SettleJournal
+) -> None:
+    """Calls that keep arriving while fsyncs end: a line written after an fsync began is
+    never taken as covered by it (the loop would spin on the finished fsync for good)."""
+    account = funded(ledger, 100 * CR)
+    charges = _charges(ledger, account, 400)
+    pool = ThreadPoolExecutor(4)
+    recorder = LoopRecorder(journal, pool)
+
+    async def worker(mine: list[PendingCharge]) -> None:
+        for charge in mine:
+            line = await recorder.record(charge)
+            assert journal.on_disk(line)
+            for _ in range(3):  # other work of the loop's: steps queued beside the fsync's end
+                await asyncio.sleep(0)
+
+    async def everything() -> None:
+        await asyncio.gather(*(worker(charges[i::16]) for i in range(16)))
+
+    try:
+        _in_a_thread(everything)
+    finally:
+        pool.shutdown()
+    assert journal.stats.recorded == 400
+    assert journal.flush(10)
+    assert ledger.balance(account).balance == 100 * CR - 400 * 1_000
+
+
+@sqlite_only
+def test_a_failed_fsync_reaches_every_call_waiting_on_it_and_the_next_one_retries(
+    ledger: Ledger, journal: SettleJournal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = funded(ledger, 100 * CR)
+    charges = _charges(ledger, account, 9)
+    real_fdatasync = os.fdatasync
+    failing = True
+
+    def broken_disk(fd: int) -> None:
+        time.sleep(0.005)
+        if failing:
+            raise OSError(5, "Input/output error")
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", broken_disk)
+    pool = ThreadPoolExecutor(4)
+    recorder = LoopRecorder(journal, pool)
+
+    async def everything() -> list[WrittenLine | BaseException]:
+        return await asyncio.gather(*(recorder.record(c) for c in charges[:8]), return_exceptions=True)
+
+    try:
+        outcomes = _in_a_thread(everything)
+        assert len(outcomes) == 8
+        for outcome in outcomes:
+            assert isinstance(outcome, BillingUnavailable)
+            assert "Input/output error" in str(outcome) and str(journal.directory) in str(outcome)
+        assert journal.stats.recorded == 0  # none handed to the writer: the callers keep them
+        failing = False
+        line = _in_a_thread(lambda: recorder.record(charges[8]))
+        assert journal.on_disk(line)
+    finally:
+        pool.shutdown()
+    assert journal.stats.recorded == 1
