@@ -27,8 +27,9 @@ class LoopRecorder:
         self._sync: asyncio.Future[None] | None = None  # the fsync running for this loop
 
     async def record(self, charge: PendingCharge) -> WrittenLine:
-        """Returns the charge's line, on disk by then. Raises ``BillingUnavailable`` when the line cannot be written or synced: the
-        caller then still has the charge in hand (as with ``SettleJournal.record``)."""
+        """Returns the charge's line, on disk by then. Raises ``BillingUnavailable`` when
+        the line cannot be written or synced: the caller then still has the charge in
+        hand (as with ``SettleJournal.record``)."""
         line = self.journal.write(charge)
         while not self.journal.on_disk(line):
             sync = self._sync
