@@ -134,7 +134,8 @@ class CreditGate:
         self.outbox = outbox
         self.deployments = DeploymentIndex()
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="credits-ledger")
-        self._loop_journal = LoopRecorder(journal, self._pool) if journal is not None else None
+        # durable before a response ends; on the loop or off it, as the disk's speed allows
+        self._recorder = LoopRecorder(journal, self._pool) if journal is not None else None
         self._accounts: dict[Identity | int, tuple[float, Account]] = {}
         self._open: dict[str, OpenCall] = {}
         self._settled: OrderedDict[str, Settlement] = OrderedDict()
@@ -430,8 +431,8 @@ class CreditGate:
             outcome.hold_id, priced.micro_credits, usage, account_id=account_id, escrow_hold_id=escrow_id
         )
         try:
-            if self.journal is not None and call is not None and not call.offline:
-                await self._journal_record(pending)
+            if self._recorder is not None and call is not None and not call.offline:
+                await self._recorder.record(pending)
                 settlement = self._estimate(pending, call)
             else:
                 settlement = await self.run(self._charge, pending, call)
@@ -458,16 +459,6 @@ class CreditGate:
             self.offline.finished(account_id, call.quoted.micro_credits, 0)
         self._mark_landed(outcome.hold_id)
         return settlement
-
-    async def _journal_record(self, pending: PendingCharge) -> None:
-        """Durable in the journal before the response ends: a quick disk's fsync is waited
-        for on the event loop itself (a thread hand-off each way costs more); a slow one's
-        off it, shared by the calls waiting at the same time."""
-        assert self.journal is not None and self._loop_journal is not None
-        if self.journal.syncs_fast():
-            self.journal.record(pending)
-        else:
-            await self._loop_journal.record(pending)
 
     def _charge(self, pending: PendingCharge, call: OpenCall | None) -> Settlement:
         """Write one call's charge to the ledger (not journaled: offline or another process's hold)."""

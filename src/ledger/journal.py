@@ -186,8 +186,8 @@ class SettleJournal:
 
     # -- recording --------------------------------------------------------------------
 
-    def record(self, charge: PendingCharge) -> None:
-        """Append ``charge`` and return once it is on disk; the writer applies it later.
+    def record(self, charge: PendingCharge) -> WrittenLine:
+        """Append ``charge`` and return its line once it is on disk; the writer applies it later.
 
         Raises ``BillingUnavailable`` when the line cannot be written (a full disk): the
         caller then still has the charge in hand.
@@ -195,6 +195,7 @@ class SettleJournal:
         line = self.write(charge)
         self.sync_to(line)
         self.accept(line, charge)
+        return line
 
     def write(self, charge: PendingCharge) -> WrittenLine:
         """Step one of ``record``: the line is in the file, not yet known to be on disk."""

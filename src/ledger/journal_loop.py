@@ -1,8 +1,8 @@
-"""Recording journaled charges from an event loop whose disk syncs slowly.
+"""Recording journaled charges from an event loop, whatever the disk's speed.
 
-``SettleJournal.record`` blocks its thread for an fsync. A proxy whose fsyncs are quick
-waits on the event loop itself; one whose fsyncs are slow (a busy or network disk) must
-not stall the loop, and handing every charge to a thread and back cost about 0.1 ms of
+``SettleJournal.record`` blocks its thread for an fsync. While the journal's fsyncs are
+quick the loop waits for them itself; slow ones (a busy or network disk) must not stall
+the loop, and handing every charge to a thread and back cost about 0.1 ms of
 CPU per call. Here the loop writes the line itself (a ``pwrite`` into space reserved
 ahead: microseconds), and the calls waiting at the same time share one fsync run on the
 executor: one thread round trip per fsync, however many charges it covers.
@@ -19,33 +19,31 @@ from .outbox import PendingCharge
 
 class LoopRecorder:
     """``SettleJournal.record`` for coroutines of one event loop: same promise, on disk
-    before it returns, with concurrent calls sharing the fsync they wait for."""
+    before it returns. A quick disk's fsync is waited for on the loop itself (a thread
+    hand-off each way costs more); a slow one's off it, shared by the calls waiting."""
 
     def __init__(self, journal: SettleJournal, executor: Executor) -> None:
         self.journal = journal
         self._executor = executor
-        self._sync: asyncio.Future[None] | None = None  # the fsync running for this loop
+        self._sync: asyncio.Future[None] | None = None  # the latest fsync started off the loop
 
     async def record(self, charge: PendingCharge) -> WrittenLine:
         """Returns the charge's line, on disk by then. Raises ``BillingUnavailable`` when
         the line cannot be written or synced: the caller then still has the charge in
         hand (as with ``SettleJournal.record``)."""
+        if self.journal.syncs_fast():
+            return self.journal.record(charge)
         line = self.journal.write(charge)
+        loop = asyncio.get_running_loop()
         while not self.journal.on_disk(line):
             sync = self._sync
             # a sync that ended before this line was written cannot cover it (and awaiting
             # a done future would not yield: this loop would spin); one of another event
             # loop (a test's earlier asyncio.run) cannot be awaited here
-            if sync is None or sync.done() or sync.get_loop() is not asyncio.get_running_loop():
+            if sync is None or sync.done() or sync.get_loop() is not loop:
                 # an fsync covers every line written before it starts, not just this one
-                sync = asyncio.get_running_loop().run_in_executor(self._executor, self.journal.sync_to, line)
-                sync.add_done_callback(self._ended)
-                self._sync = sync
+                sync = self._sync = loop.run_in_executor(self._executor, self.journal.sync_to, line)
             # shielded: a waiter cancelled must not cancel the others' fsync
             await asyncio.shield(sync)
         self.journal.accept(line, charge)
         return line
-
-    def _ended(self, sync: asyncio.Future[None]) -> None:
-        if self._sync is sync:
-            self._sync = None

@@ -31,6 +31,29 @@ def journal(ledger: Ledger, tmp_path: Path) -> Iterator[SettleJournal]:
     book.close()
 
 
+@pytest.fixture
+def recorder(journal: SettleJournal) -> Iterator[LoopRecorder]:
+    pool = ThreadPoolExecutor(4)
+    yield LoopRecorder(journal, pool)
+    pool.shutdown()
+
+
+class _SlowDisk:
+    """``os.fdatasync`` taking 5 ms (a busy disk: the calls arriving meanwhile wait for
+    the next one), failing while ``broken``."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.broken = False
+        self._real = os.fdatasync
+        monkeypatch.setattr(os, "fdatasync", self)
+
+    def __call__(self, fd: int) -> None:
+        time.sleep(0.005)
+        if self.broken:
+            raise OSError(5, "Input/output error")
+        self._real(fd)
+
+
 def _charges(ledger: Ledger, account: int, count: int) -> list[PendingCharge]:
     return [
         PendingCharge(ledger.hold(account, 5_000, ttl_seconds=60).id, 1_000, USAGE, account_id=account)
@@ -59,19 +82,11 @@ def _in_a_thread(work: Callable[[], Coroutine[Any, Any, T]], timeout: float = 30
 
 
 def test_calls_waiting_together_share_fsyncs_and_each_is_on_disk_when_it_returns(
-    ledger: Ledger, journal: SettleJournal, monkeypatch: pytest.MonkeyPatch
+    ledger: Ledger, journal: SettleJournal, recorder: LoopRecorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     account = funded(ledger, 100 * CR)
     charges = _charges(ledger, account, 64)
-    real_fdatasync = os.fdatasync
-
-    def slow_disk(fd: int) -> None:
-        time.sleep(0.005)  # a busy disk: the calls arriving meanwhile wait for the next one
-        real_fdatasync(fd)
-
-    monkeypatch.setattr(os, "fdatasync", slow_disk)
-    pool = ThreadPoolExecutor(4)
-    recorder = LoopRecorder(journal, pool)
+    _SlowDisk(monkeypatch)
     returned: list[tuple[WrittenLine, bool]] = []
 
     async def one(charge: PendingCharge) -> None:
@@ -81,10 +96,7 @@ def test_calls_waiting_together_share_fsyncs_and_each_is_on_disk_when_it_returns
     async def everything() -> None:
         await asyncio.gather(*(one(c) for c in charges))
 
-    try:
-        _in_a_thread(everything)
-    finally:
-        pool.shutdown()
+    _in_a_thread(everything)
     assert len(returned) == 64 and all(on_disk for _, on_disk in returned)
     assert journal.stats.recorded == 64
     assert journal.stats.fsyncs <= 8  # one round trip per fsync, not per call
@@ -95,14 +107,12 @@ def test_calls_waiting_together_share_fsyncs_and_each_is_on_disk_when_it_returns
 
 @sqlite_only
 def test_a_line_written_as_the_last_fsync_ended_gets_one_of_its_own(
-    ledger: Ledger, journal: SettleJournal
+    ledger: Ledger, journal: SettleJournal, recorder: LoopRecorder
 ) -> None:
     """Calls that keep arriving while fsyncs end: a line written after an fsync began is
     never taken as covered by it (the loop would spin on the finished fsync for good)."""
     account = funded(ledger, 100 * CR)
     charges = _charges(ledger, account, 400)
-    pool = ThreadPoolExecutor(4)
-    recorder = LoopRecorder(journal, pool)
 
     async def worker(mine: list[PendingCharge]) -> None:
         for charge in mine:
@@ -114,10 +124,7 @@ def test_a_line_written_as_the_last_fsync_ended_gets_one_of_its_own(
     async def everything() -> None:
         await asyncio.gather(*(worker(charges[i::16]) for i in range(16)))
 
-    try:
-        _in_a_thread(everything)
-    finally:
-        pool.shutdown()
+    _in_a_thread(everything)
     assert journal.stats.recorded == 400
     assert journal.flush(10)
     assert ledger.balance(account).balance == 100 * CR - 400 * 1_000
@@ -125,36 +132,23 @@ def test_a_line_written_as_the_last_fsync_ended_gets_one_of_its_own(
 
 @sqlite_only
 def test_a_failed_fsync_reaches_every_call_waiting_on_it_and_the_next_one_retries(
-    ledger: Ledger, journal: SettleJournal, monkeypatch: pytest.MonkeyPatch
+    ledger: Ledger, journal: SettleJournal, recorder: LoopRecorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     account = funded(ledger, 100 * CR)
     charges = _charges(ledger, account, 9)
-    real_fdatasync = os.fdatasync
-    failing = True
-
-    def broken_disk(fd: int) -> None:
-        time.sleep(0.005)
-        if failing:
-            raise OSError(5, "Input/output error")
-        real_fdatasync(fd)
-
-    monkeypatch.setattr(os, "fdatasync", broken_disk)
-    pool = ThreadPoolExecutor(4)
-    recorder = LoopRecorder(journal, pool)
+    disk = _SlowDisk(monkeypatch)
+    disk.broken = True
 
     async def everything() -> list[WrittenLine | BaseException]:
         return await asyncio.gather(*(recorder.record(c) for c in charges[:8]), return_exceptions=True)
 
-    try:
-        outcomes = _in_a_thread(everything)
-        assert len(outcomes) == 8
-        for outcome in outcomes:
-            assert isinstance(outcome, BillingUnavailable)
-            assert "Input/output error" in str(outcome) and str(journal.directory) in str(outcome)
-        assert journal.stats.recorded == 0  # none handed to the writer: the callers keep them
-        failing = False
-        line = _in_a_thread(lambda: recorder.record(charges[8]))
-        assert journal.on_disk(line)
-    finally:
-        pool.shutdown()
+    outcomes = _in_a_thread(everything)
+    assert len(outcomes) == 8
+    for outcome in outcomes:
+        assert isinstance(outcome, BillingUnavailable)
+        assert "Input/output error" in str(outcome) and str(journal.directory) in str(outcome)
+    assert journal.stats.recorded == 0  # none handed to the writer: the callers keep them
+    disk.broken = False
+    line = _in_a_thread(lambda: recorder.record(charges[8]))
+    assert journal.on_disk(line)
     assert journal.stats.recorded == 1
