@@ -70,9 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         out = proxy_bench.run(
             variants,
             procs.wait_port_line(upstream),
-            [(args.concurrency, args.stream)],
-            args.rounds,
-            args.seconds,
+            [proxy_bench.Level(args.concurrency, args.stream, args.rounds, args.seconds)],
             10**9,
             300,
             proxy_cpus,
@@ -86,13 +84,15 @@ def main(argv: list[str] | None = None) -> int:
 def report(out: dict[str, Any], label: str) -> None:
     level = out["levels"][label]
     without = level["without"]
-    print(f"\n{label}: req/s, ratio to without, proxy CPU ms/req (added), p50 (added), p99")
+    print(f"\n{label}: req/s, ratio to without [90 % interval], proxy CPU ms/req (added), p50 (added), p99")
     for name, x in level.items():
         if not isinstance(x, dict):
             continue
         cpu, p50 = x["proxy_cpu_ms_per_request"], x["p50_ms"]
+        band = x.get("x_without_interval")
+        band_text = f" [{band[0]}, {band[1]}]" if band else " " * 15
         print(
-            f"  {name:24s} {x['rps']:7.1f}  {x['rps'] / without['rps']:.3f}"
+            f"  {name:24s} {x['rps']:7.1f}  {x['rps'] / without['rps']:.3f}{band_text}"
             f"  {cpu:6.2f} ({cpu - without['proxy_cpu_ms_per_request']:+.2f})"
             f"  {p50:7.2f} ({p50 - without['p50_ms']:+.2f})  {x['p99_ms']:7.1f}"
             f"  rounds {x['rounds_rps']}  full GCs {x['full_gcs']} ({x['full_gc_s']} s)"

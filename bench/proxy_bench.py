@@ -8,8 +8,11 @@ Variants (each its own ``litellm`` process, started the way an operator starts i
   with_*_direct, with_postgresql_async_holds
                    the plugin with other settings (``SETTING_VARIANTS``)
 
-Rounds alternate between the variants (A, B, C, A, B, C, ...) at each
-concurrency, so a slow moment of the machine hits every variant alike.
+Rounds alternate between the variants at each concurrency, each round starting one
+variant further on (A, B, C, then B, C, A, then C, A, B, ...), so a slow moment of the
+machine hits every variant alike. Shorter rounds alternate more often: one call at a
+time gets more, shorter rounds than 16 (``Level``), because its rate follows the
+host's swings most closely.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 from sqlalchemy import func, select
@@ -31,7 +34,7 @@ from ledger import Ledger
 from ledger.tables import UsageEventRow
 
 from . import procs
-from .stats import percentile, r
+from .stats import percentile, r, rate_ratio_interval
 
 MASTER_KEY = "sk-bench-master-5d1c0e7b9a3f4e2d8c6b"
 MODEL_GROUP = "bench-gpt-4o"
@@ -41,6 +44,15 @@ UPSTREAM_KEY = "sk-fake-upstream"
 LITELLM = Path(sys.executable).with_name("litellm")
 GC_PROBE = Path(__file__).resolve().with_name("gc_probe")
 PLENTY_MICRO = 10**15
+
+
+class Level(NamedTuple):
+    """One load level: concurrency, streamed or not, and how it is split into rounds."""
+
+    concurrency: int
+    stream: bool
+    rounds: int
+    round_seconds: float
 
 
 def proxy_config(upstream_port: int, plugin: bool) -> str:
@@ -290,9 +302,7 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 def run(
     variants: list[Variant],
     upstream_port: int,
-    levels: list[tuple[int, bool]],
-    rounds: int,
-    round_seconds: float,
+    levels: list[Level],
     max_requests: int,
     warmup_requests: int,
     proxy_cpus: set[int] | None,
@@ -324,11 +334,14 @@ def run(
             Variant("with_sqlite_master_key", True, None, billed.workdir, proc=billed.proc, port=billed.port),
         )
     results: dict[str, Any] = {}
-    for concurrency, stream in levels:
+    for concurrency, stream, rounds, round_seconds in levels:
         label = f"c{concurrency}" + ("_stream" if stream else "")
         per_variant: dict[str, list[dict[str, Any]]] = {v.name: [] for v in measured}
         for n in range(rounds):
-            for v in measured:
+            # each round starts one variant further on: none is always first after a pause
+            # or always right after the same neighbour, whose leftover work (a journal's
+            # last batch, PostgreSQL's flush) would land in its round every time
+            for v in measured[n % len(measured) :] + measured[: n % len(measured)]:
                 per_variant[v.name].append(
                     load(v, concurrency, round_seconds, max_requests, stream, client_cpus)
                 )
@@ -343,6 +356,11 @@ def run(
             "stream": stream,
             **{name: summarize(rs) for name, rs in per_variant.items()},
         }
+        base = [(x["ok"], x["elapsed_s"]) for x in per_variant["without"]]
+        for name, rs in per_variant.items():
+            if name != "without":
+                low, high = rate_ratio_interval([(x["ok"], x["elapsed_s"]) for x in rs], base)
+                results[label][name]["x_without_interval"] = [r(low, 3), r(high, 3)]
     memory = {}
     for v in variants:
         assert v.proc is not None

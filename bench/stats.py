@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 
 
@@ -28,3 +29,33 @@ def r(value: float, digits: int = 2) -> float | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     return round(float(value), digits)
+
+
+def rate_ratio_interval(
+    rounds: Sequence[tuple[float, float]],
+    base: Sequence[tuple[float, float]],
+    confidence: float = 0.90,
+    resamples: int = 2000,
+) -> tuple[float, float]:
+    """How far the machine's swings alone could move a rate ratio: a bootstrap interval.
+
+    ``rounds`` and ``base`` are (requests, seconds) per round, paired by round number
+    (round n of every variant ran in the same pass over the variants). Passes are drawn
+    with replacement and the ratio of total rates recomputed, so the interval widens
+    with the spread between passes, not with the number of requests in them.
+    """
+    n = min(len(rounds), len(base))
+    if n < 2:
+        return math.nan, math.nan
+    pick = random.Random(0)  # the same figures give the same interval
+    ratios = []
+    for _ in range(resamples):
+        drawn = [pick.randrange(n) for _ in range(n)]
+        ok_a = sum(rounds[i][0] for i in drawn)
+        s_a = sum(rounds[i][1] for i in drawn)
+        ok_b = sum(base[i][0] for i in drawn)
+        s_b = sum(base[i][1] for i in drawn)
+        if s_a and s_b and ok_b:
+            ratios.append((ok_a / s_a) / (ok_b / s_b))
+    tail = (1 - confidence) / 2 * 100
+    return percentile(ratios, tail), percentile(ratios, 100 - tail)
