@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -407,7 +408,7 @@ def throughput(
                         raw_runs.append(run_threads(make_raw, threads, per_round, max_ops))
                     hot_runs.append(
                         run_threads(
-                            lambda n, lg=ledger, ac=ids: ledger_cycle(lg, ac, True, n),
+                            partial(ledger_cycle, ledger, ids, True),
                             threads,
                             per_round,
                             max_ops,
@@ -416,7 +417,7 @@ def throughput(
                     if grouped is not None:
                         group_runs.append(
                             run_threads(
-                                lambda n, lg=grouped, ac=ids: ledger_cycle(lg, ac, True, n),
+                                partial(ledger_cycle, grouped, ids, True),
                                 threads,
                                 per_round,
                                 max_ops,
@@ -426,13 +427,13 @@ def throughput(
                         fast_runs[path.name].append(path.run(ids[0], threads, per_round, max_ops))
                 spread = [
                     run_threads(
-                        lambda n, lg=ledger, ac=ids: ledger_cycle(lg, ac, False, n),
+                        partial(ledger_cycle, ledger, ids, False),
                         threads,
                         cell_seconds,
                         max_ops,
                     )
                 ]
-                cell = {
+                cell: dict[str, Any] = {
                     "ledger_hot": summarize(hot_runs),
                     "ledger_spread": summarize(spread),
                     "raw_hot": summarize(raw_runs),

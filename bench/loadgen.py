@@ -17,6 +17,7 @@ import asyncio
 import json
 import sys
 import time
+from typing import Any
 
 REQUEST_TIMEOUT_S = 30.0
 
@@ -94,7 +95,7 @@ def build_request(host: str, port: int, path: str, key: str, model: str, stream:
 async def run(args: argparse.Namespace) -> dict[str, object]:
     raw = build_request(args.host, args.port, args.path, args.key, args.model, args.stream)
     latencies: list[float] = []
-    state = {"sent": 0, "errors": 0, "charged": 0, "first_error": ""}
+    state: dict[str, Any] = {"sent": 0, "errors": 0, "charged": 0, "first_error": ""}
     start = time.perf_counter()
     deadline = start + args.duration
 
