@@ -230,6 +230,13 @@ def proxy_section(
             proxy_bench.Variant("without", False, None, workdir),
             proxy_bench.Variant("with_sqlite", True, f"sqlite:///{workdir / 'proxy-ledger.db'}", workdir),
         ]
+        if plan.master_key_variant:
+            # the plugin loaded, authenticating, never billing: a proxy of its own, so
+            # with_sqlite's memory and full GCs carry with_sqlite's load only
+            sqlite_url = f"sqlite:///{workdir / 'proxy-ledger-master-key.db'}"
+            variants.append(
+                proxy_bench.Variant("with_sqlite_master_key", True, sqlite_url, workdir, master_key=True)
+            )
         if pg_url:
             variants.append(proxy_bench.Variant("with_postgresql", True, pg_url, workdir))
         for name, url in fast_urls.items():
@@ -244,7 +251,6 @@ def proxy_section(
             proxy_cpus,
             client_cpus,
             log,
-            master_key_variant=plan.master_key_variant,
         )
         out["upstream_port"] = port
         return out

@@ -311,23 +311,7 @@ def run(
     proxy_cpus: set[int] | None,
     client_cpus: set[int] | None,
     log: Callable[[str], None],
-    master_key_variant: bool = False,
 ) -> dict[str, Any]:
-    billed = next((v for v in variants if v.name == "with_sqlite"), None)
-    if master_key_variant and billed is not None:
-        # the plugin loaded, authenticating, never billing: called with the master key. A
-        # process of its own, so with_sqlite's memory and full GCs carry its own load only
-        variants.insert(
-            variants.index(billed) + 1,
-            Variant(
-                "with_sqlite_master_key",
-                True,
-                f"sqlite:///{billed.workdir / 'proxy-ledger-master-key.db'}",
-                billed.workdir,
-                env=billed.env,
-                master_key=True,
-            ),
-        )
     for v in variants:
         if v.plugin:
             prepare_books(v)
@@ -343,16 +327,15 @@ def run(
         if w["errors"]:
             raise RuntimeError(f"warm-up of {v.name} failed: {w['first_error']}")
         idle[v.name] = procs.tree_rss_mb(v.proc.pid)
-    measured = list(variants)
     results: dict[str, Any] = {}
     for concurrency, stream, rounds, round_seconds in levels:
         label = f"c{concurrency}" + ("_stream" if stream else "")
-        per_variant: dict[str, list[dict[str, Any]]] = {v.name: [] for v in measured}
+        per_variant: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
         for n in range(rounds):
             # each round starts one variant further on: none is always first after a pause
             # or always right after the same neighbour, whose leftover work (a journal's
             # last batch, PostgreSQL's flush) would land in its round every time
-            for v in measured[n % len(measured) :] + measured[: n % len(measured)]:
+            for v in variants[n % len(variants) :] + variants[: n % len(variants)]:
                 per_variant[v.name].append(
                     load(v, concurrency, round_seconds, max_requests, stream, client_cpus)
                 )
