@@ -93,8 +93,8 @@ class CreditSettings(BaseSettings):
     # (ledger.journal.LINGER_SECONDS), so a longer wait is cheaper per charge; the price
     # is that the ledger shows a charge up to this much later (the headers never lag)
     journal_linger_ms: float = Field(default=LINGER_SECONDS * 1000, ge=0, le=10_000)
-    # the event loop waits for a charge's fsync itself while the journal's recent fsyncs
-    # averaged under this (cheaper than a thread hand-off each way); 0: always off the loop
+    # the event loop waits for a charge's fsync itself while the fsyncs it waited for lately
+    # took under this (cheaper than a thread hand-off each way); 0: always off the loop
     journal_loop_sync_ms: float = Field(default=FAST_SYNC_SECONDS * 1000, ge=0, le=10)
     # PostgreSQL: a hold's commit does not wait for the WAL flush (ledger.Ledger docs)
     async_holds: bool = False

@@ -44,7 +44,7 @@ def test_concurrent_journaled_charges_land_once_each(
     try:
         account = ledger.open_account("user", "busy", tier="business")
         ledger.grant(account.id, 100_000_000, source="purchase")
-        # a new journal takes its disk to be slow until its own fsyncs show otherwise
+        # a new journal times its disk when it opens: quick here, unless 0 says never
         settlements = [_all_at_once(gate, account, 1)[0] for _ in range(WARM_UP)]
         assert journal.syncs_fast() is bool(loop_sync_seconds)
         synced_before = journal.stats.fsyncs
