@@ -66,6 +66,12 @@ def _sqlite_engine(url: URL) -> Engine:
     if memory:
         # One shared connection, or every checkout would see a different empty database.
         kwargs["poolclass"] = StaticPool
+    else:
+        # Last in, first out: the settle journal's writer gets back the connection it
+        # used for its previous batch, whose page cache is still good. Handed round the
+        # pool in turn, a connection found the database changed by the others since its
+        # last use (WAL mode) and dropped its cache: 1.6-2 page reads per charge, none.
+        kwargs["pool_use_lifo"] = True
     engine = create_engine(url, **kwargs)
 
     # The documented pysqlite recipe: stop the driver's own deferred BEGIN and issue
