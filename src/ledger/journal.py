@@ -76,8 +76,8 @@ FAST_SYNC_SECONDS = 0.0005
 # a pool for an event loop is timed until that thread has the interpreter lock back,
 # which a busy loop holds for up to its switch interval (5 ms): timing those too had
 # made a 0.09 ms disk look like 0.6-1.4 ms, and 98 % of the charges of the hooks bench
-# at c=16 went off the loop. The median of the last few, so that one wait behind another thread
-# does not decide either.
+# at c=16 went off the loop. The median of the last few, so that one wait behind
+# another thread does not decide either.
 _SYNC_WINDOW = 9
 _CALIBRATION_SYNCS = 3  # timed when the journal opens, before any caller can wait
 # while the disk looks slow, one caller in this many seconds waits on its own thread
