@@ -32,7 +32,7 @@ if __name__ == "__main__":
     reexec_on_commit("bench", sys.argv[1:])
 
 # after the re-exec: these import the ledger, from the snapshot when --commit is given
-from . import hooks_bench, ledger_bench, machine, pg, procs, proxy_bench, report
+from . import hooks_bench, ledger_bench, machine, pg, pg_server, procs, proxy_bench, report
 from .snapshot import drop_snapshot
 
 HARD_LIMIT_S = {"quick": 6 * 60, "full": 15 * 60}
@@ -224,6 +224,7 @@ def proxy_section(
 ) -> dict[str, Any]:
     upstream = proxy_bench.spawn_upstream(client_cpus)
     variants: list[proxy_bench.Variant] = []
+    server = pg_server.ServerWatch(pg_url) if pg_url else None
     try:
         port = procs.wait_port_line(upstream)
         variants = [
@@ -251,12 +252,15 @@ def proxy_section(
             proxy_cpus,
             client_cpus,
             log,
+            server,
         )
         out["upstream_port"] = port
         return out
     finally:
         proxy_bench.stop(variants)
         procs.stop(upstream)
+        if server:
+            server.close()
 
 
 def ledger_section(workdir: Path, plan: Plan, pg_url: str | None, redis_url: str | None) -> dict[str, Any]:

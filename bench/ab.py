@@ -18,7 +18,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from . import ledger_bench, pg, procs, proxy_bench
+from . import ledger_bench, pg, pg_server, procs, proxy_bench
 
 
 def parse_variant(text: str) -> tuple[str, str, dict[str, str]]:
@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
             env = {"CREDITS_JOURNAL_DIR": str(workdir / f"journal-{name}"), **base, **settings}
             variants.append(proxy_bench.Variant(name, True, url, workdir, env=env))
         stack.callback(proxy_bench.stop, variants)
+        server = None
+        if any(database != "sqlite" for _, database, _ in args.variants):
+            server = pg_server.ServerWatch(args.pg_url)
+            stack.callback(server.close)
         out = proxy_bench.run(
             variants,
             procs.wait_port_line(upstream),
@@ -76,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             proxy_cpus,
             client_cpus,
             print,
+            server,
         )
     report(out, f"c{args.concurrency}" + ("_stream" if args.stream else ""))
     return 0
@@ -96,6 +101,12 @@ def report(out: dict[str, Any], label: str) -> None:
             f"  {cpu:6.2f} ({cpu - without['proxy_cpu_ms_per_request']:+.2f})"
             f"  {p50:7.2f} ({p50 - without['p50_ms']:+.2f})  {x['p99_ms']:7.1f}"
             f"  rounds {x['rounds_rps']}  full GCs {x['full_gcs']} ({x['full_gc_s']} s)"
+            f"  loop thread {x['proxy_loop_cpu_ms_per_request']} ms/req"
+            + (
+                f"  PostgreSQL server {x['pg_cpu_ms_per_request']} ms/req, {x['pg_checkpoints']} checkpoints"
+                if x["pg_cpu_ms_per_request"] is not None
+                else ""
+            )
         )
     for name, books in out["books_check"].items():
         ok = books["ok_responses"] == books["usage_events"] and not books["audit_problems"]

@@ -33,7 +33,7 @@ from sqlalchemy import func, select
 from ledger import Ledger
 from ledger.tables import UsageEventRow
 
-from . import procs
+from . import pg_server, procs
 from .stats import percentile, r, rate_ratio_interval
 
 MASTER_KEY = "sk-bench-master-5d1c0e7b9a3f4e2d8c6b"
@@ -225,8 +225,10 @@ def load(
     stream: bool,
     cpus: set[int] | None,
     request_timeout: float | None = None,
+    server: pg_server.ServerWatch | None = None,
 ) -> dict[str, Any]:
-    """One round of the load generator (a separate process) against one proxy."""
+    """One round of the load generator (a separate process) against one proxy; with
+    ``server``, what the PostgreSQL server did meanwhile."""
     argv = [
         sys.executable,
         "-m",
@@ -250,7 +252,9 @@ def load(
         argv += ["--request-timeout", str(request_timeout)]
     assert variant.proc is not None
     cpu_before = procs.cpu_times(variant.proc.pid)
+    loop_before = procs.loop_thread_cpu_seconds(variant.proc.pid)
     gc_before = full_collections(variant)
+    server_before = server.sample() if server else None
     proc = procs.spawn(
         argv,
         cwd=Path(__file__).resolve().parents[1],
@@ -269,6 +273,9 @@ def load(
     result: dict[str, Any] = json.loads(out)
     user, system = procs.cpu_times(variant.proc.pid)
     result["proxy_cpu_s"] = user + system - sum(cpu_before)
+    result["proxy_loop_cpu_s"] = procs.loop_thread_cpu_seconds(variant.proc.pid) - loop_before
+    if server and server_before:
+        result.update(pg_server.difference(server_before, server.sample()))
     # the kernel's share: what instruction counts (bench.proxy_instructions) leave out
     result["proxy_sys_s"] = system - cpu_before[1]
     gc_after = full_collections(variant)
@@ -283,12 +290,25 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     elapsed = sum(x["elapsed_s"] for x in rounds)
     lat = [v for x in rounds for v in x["latencies_ms"]]
     cpu = sum(x["proxy_cpu_s"] for x in rounds)
+
+    def per_request_ms(key: str) -> float | None:
+        values = [x.get(key) for x in rounds]
+        if not ok or any(v is None for v in values):
+            return None
+        return r(sum(v for v in values if v is not None) * 1000 / ok, 2)
+
     return {
         "rps": r(ok / elapsed if elapsed else 0.0, 1),
         "proxy_cpu_ms_per_request": r(cpu * 1000 / ok if ok else float("nan"), 2),
         "proxy_sys_ms_per_request": r(
             sum(x.get("proxy_sys_s", 0.0) for x in rounds) * 1000 / ok if ok else float("nan"), 2
         ),
+        # the event loop's thread; the rest is the ledger's pool, the journal's writer, ...
+        "proxy_loop_cpu_ms_per_request": per_request_ms("proxy_loop_cpu_s"),
+        # the PostgreSQL server's, in this variant's rounds (every proxy's rounds: the
+        # server is shared, and its work for one proxy can land in another's round)
+        "pg_cpu_ms_per_request": per_request_ms("pg_cpu_s"),
+        "pg_checkpoints": sum(x.get("pg_checkpoints", 0) for x in rounds),
         "p50_ms": r(percentile(lat, 50), 2),
         "p99_ms": r(percentile(lat, 99), 2),
         "requests": ok,
@@ -311,6 +331,7 @@ def run(
     proxy_cpus: set[int] | None,
     client_cpus: set[int] | None,
     log: Callable[[str], None],
+    server: pg_server.ServerWatch | None = None,
 ) -> dict[str, Any]:
     for v in variants:
         if v.plugin:
@@ -337,7 +358,7 @@ def run(
             # last batch, PostgreSQL's flush) would land in its round every time
             for v in variants[n % len(variants) :] + variants[: n % len(variants)]:
                 per_variant[v.name].append(
-                    load(v, concurrency, round_seconds, max_requests, stream, client_cpus)
+                    load(v, concurrency, round_seconds, max_requests, stream, client_cpus, server=server)
                 )
             log(
                 f"  {label} round {n + 1}/{rounds}: "

@@ -88,6 +88,11 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _server_text(x: dict[str, Any]) -> str:
+    cpu = x.get("pg_cpu_ms_per_request")
+    return "" if cpu is None else f"{_fmt(cpu)} ({x.get('pg_checkpoints', 0)})"
+
+
 def _ratio_text(ratio: float | None, interval: list[float | None] | None) -> str:
     if ratio is None:
         return ""
@@ -167,6 +172,8 @@ def sections(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
                         (f"{dp50:+.2f}" if dp50 is not None else ""),
                         _fmt(x.get("proxy_cpu_ms_per_request")),
                         _fmt(x.get("proxy_sys_ms_per_request")),
+                        _fmt(x.get("proxy_loop_cpu_ms_per_request")),
+                        _server_text(x),
                         str(x["requests"]),
                         str(x["errors"]),
                         " ".join(_fmt(v, 0) for v in x["rounds_rps"]),
@@ -186,6 +193,8 @@ def sections(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
                     "p50 delta",
                     "proxy CPU ms/req",
                     "of which kernel",
+                    "of which loop thread",
+                    "PostgreSQL server CPU ms/req (checkpoints)",
                     "requests",
                     "errors",
                     "req/s per round",
