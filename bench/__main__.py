@@ -178,6 +178,7 @@ def run(args: argparse.Namespace, mode: str, plan: Plan) -> dict[str, Any]:
     }
     with ledger_bench.tempdir() as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
+        info["journal_fsync_us"] = machine.journal_fsync_us(workdir)
         pg_proxy_url = pg_ledger_url = None
         fast_urls: dict[str, str] = {}
         for name, (database, _env) in proxy_bench.SETTING_VARIANTS.items():

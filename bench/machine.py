@@ -63,6 +63,36 @@ def busy_percent(seconds: float = 1.0) -> float:
     return round(100.0 * (1 - (idle1 - idle0) / dt), 1) if dt else 0.0
 
 
+def journal_fsync_us(directory: Path, syncs: int = 400) -> dict[str, float]:
+    """How long the disk under ``directory`` takes to make one journal line durable.
+
+    What ``SettleJournal.record`` does for each charge: a line of a few hundred bytes
+    appended to a file reserved ahead (``posix_fallocate``), then ``fdatasync``. One
+    thread recording charges one after another waits for one of these per charge, so
+    1 / mean is the most charges per second it can record, whatever the code around."""
+    path = directory / "fsync-probe"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    took: list[float] = []
+    try:
+        os.posix_fallocate(fd, 0, 4 << 20)
+        os.fsync(fd)
+        line = b"x" * 399 + b"\n"
+        for n in range(syncs):
+            os.pwrite(fd, line, n * len(line))
+            started = time.perf_counter()
+            os.fdatasync(fd)
+            took.append((time.perf_counter() - started) * 1e6)
+    finally:
+        os.close(fd)
+        path.unlink()
+    took.sort()
+    return {
+        "p50": round(took[len(took) // 2], 1),
+        "p99": round(took[len(took) * 99 // 100], 1),
+        "mean": round(sum(took) / len(took), 1),
+    }
+
+
 def describe(pg_version: str | None) -> dict[str, Any]:
     import ledger
 

@@ -88,6 +88,21 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _fsync_text(fsync: dict[str, float] | None) -> str:
+    return "n/a" if not fsync else f"{fsync['p50']} / {fsync['p99']} / {fsync['mean']}"
+
+
+def _fsync_ceiling_text(machine: dict[str, Any], x: dict[str, Any], raw_per_s: float | None) -> str:
+    """The most cycles/s at this many charges per fsync, the disk's mean fsync being the
+    only cost: a journaled charge returns once its line is on disk."""
+    fsync = machine.get("journal_fsync_us")
+    per_fsync = x.get("charges_per_fsync")
+    if not fsync or not per_fsync:
+        return "n/a"
+    ceiling = per_fsync * 1e6 / fsync["mean"]
+    return f"{_fmt(ceiling, 0)} ({_fmt(ceiling / raw_per_s, 2)})" if raw_per_s else _fmt(ceiling, 0)
+
+
 def _server_text(x: dict[str, Any]) -> str:
     cpu = x.get("pg_cpu_ms_per_request")
     return "" if cpu is None else f"{_fmt(cpu)} ({x.get('pg_checkpoints', 0)})"
@@ -146,6 +161,7 @@ def sections(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
                     "others' CPU use at start / load avg",
                     f"{m['others_cpu_busy_pct_at_start']}% / {' '.join(m['loadavg_at_start'])}",
                 ],
+                ["journal line fsync µs (p50 / p99 / mean)", _fsync_text(m.get("journal_fsync_us"))],
                 ["mode", res["mode"]],
             ],
         )
@@ -312,6 +328,7 @@ def sections(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
                             _fmt(x["p99_ms"], 3),
                             _fmt(x.get("charges_per_batch"), 1),
                             _fmt(x.get("charges_per_fsync"), 1),
+                            _fsync_ceiling_text(m, x, cell["raw_hot"]["per_s"]),
                             str(x["errors"]),
                         ]
                     )
@@ -331,6 +348,7 @@ def sections(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
                         "p99 ms",
                         "charges per commit",
                         "charges per fsync",
+                        "their fsyncs' ceiling/s (÷ raw)",
                         "errors",
                     ],
                     fast_rows,
