@@ -13,6 +13,7 @@ import os
 import pstats
 import random
 import sqlite3
+import statistics
 import tempfile
 import threading
 import time
@@ -28,6 +29,7 @@ from sqlalchemy import event
 
 from ledger import Ledger, UsageRecord
 
+from . import machine
 from .pg import libpq_url
 from .stats import percentile, r
 
@@ -397,6 +399,7 @@ def throughput(
                 raw_runs: list[dict[str, Any]] = []
                 group_runs: list[dict[str, Any]] = []
                 fast_runs: dict[str, list[dict[str, Any]]] = {path.name: [] for path in fast}
+                fsyncs: list[dict[str, float]] = []
                 batches_before = _batch_counts(grouped)
                 for _ in range(rounds):
                     raw_ctx = (
@@ -423,6 +426,9 @@ def throughput(
                                 max_ops,
                             )
                         )
+                    if fast:
+                        # the disk's fsync moves from minute to minute: timed in every round
+                        fsyncs.append(machine.journal_fsync_us(workdir, syncs=200))
                     for path in fast:
                         fast_runs[path.name].append(path.run(ids[0], threads, per_round, max_ops))
                 spread = [
@@ -456,6 +462,10 @@ def throughput(
                         a - b for a, b in zip(_batch_counts(grouped), batches_before, strict=True)
                     )
                     cell["group_commit_ops_per_batch"] = r(operations / batches if batches else 0.0, 2)
+                if fsyncs:
+                    cell["journal_fsync_us"] = {
+                        key: r(statistics.median(f[key] for f in fsyncs), 1) for key in ("p50", "p99", "mean")
+                    }
                 for path in fast:
                     summary = summarize(fast_runs[path.name])
                     cell[f"ledger_hot_{path.name}"] = summary | path.counts()

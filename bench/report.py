@@ -88,14 +88,14 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _fsync_text(fsync: dict[str, float] | None) -> str:
-    return "n/a" if not fsync else f"{fsync['p50']} / {fsync['p99']} / {fsync['mean']}"
+def _fsync_text(fsync: dict[str, float] | None, keys: tuple[str, ...] = ("p50", "p99", "mean")) -> str:
+    return "n/a" if not fsync else " / ".join(str(fsync[k]) for k in keys)
 
 
-def _fsync_ceiling_text(machine: dict[str, Any], x: dict[str, Any], raw_per_s: float | None) -> str:
-    """The most cycles/s at this many charges per fsync, the disk's mean fsync being the
-    only cost: a journaled charge returns once its line is on disk."""
-    fsync = machine.get("journal_fsync_us")
+def _fsync_ceiling_text(fsync: dict[str, float] | None, x: dict[str, Any], raw_per_s: float | None) -> str:
+    """The most cycles/s at this many charges per fsync, the disk's mean fsync (timed in
+    the same rounds) being the only cost: a journaled charge returns once its line is on
+    disk."""
     per_fsync = x.get("charges_per_fsync")
     if not fsync or not per_fsync:
         return "n/a"
@@ -328,7 +328,8 @@ def sections(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
                             _fmt(x["p99_ms"], 3),
                             _fmt(x.get("charges_per_batch"), 1),
                             _fmt(x.get("charges_per_fsync"), 1),
-                            _fsync_ceiling_text(m, x, cell["raw_hot"]["per_s"]),
+                            _fsync_ceiling_text(cell.get("journal_fsync_us"), x, cell["raw_hot"]["per_s"]),
+                            _fsync_text(cell.get("journal_fsync_us"), ("p50", "mean")),
                             str(x["errors"]),
                         ]
                     )
@@ -349,6 +350,7 @@ def sections(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
                         "charges per commit",
                         "charges per fsync",
                         "their fsyncs' ceiling/s (÷ raw)",
+                        "fsync µs p50 / mean (same rounds)",
                         "errors",
                     ],
                     fast_rows,
