@@ -299,9 +299,11 @@ def main(argv: list[str] | None = None) -> int:
         for name in wanted:
             if name == "without":
                 variants.append(proxy_bench.Variant(name, False, None, workdir))
-            elif name == "with_sqlite":
-                url = f"sqlite:///{workdir / 'proxy-ledger.db'}"
-                variants.append(proxy_bench.Variant(name, True, url, workdir))
+            elif name in ("with_sqlite", "with_sqlite_master_key"):
+                # the master key's calls: the plugin loaded and authenticating, never billing
+                url = f"sqlite:///{workdir / f'proxy-{name}.db'}"
+                master_key = name.endswith("_master_key")
+                variants.append(proxy_bench.Variant(name, True, url, workdir, master_key=master_key))
             elif (
                 name == "with_postgresql" or proxy_bench.SETTING_VARIANTS.get(name, ("",))[0] == "postgresql"
             ):
