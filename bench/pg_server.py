@@ -47,7 +47,7 @@ class ServerWatch:
         if self._postmaster is None:
             return None
         try:
-            fields = _stat(self._postmaster)
+            fields = procs.stat_fields(Path(f"/proc/{self._postmaster}/stat"))
         except OSError:
             return None
         tick = os.sysconf("SC_CLK_TCK")
@@ -68,13 +68,9 @@ def difference(before: ServerSample, after: ServerSample) -> dict[str, float | i
     }
 
 
-def _stat(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
 def _parent(pid: int) -> int | None:
     """The postmaster: the parent of our own backend, when /proc shows it."""
     try:
-        return int(_stat(pid)[1])
+        return int(procs.stat_fields(Path(f"/proc/{pid}/stat"))[1])
     except (OSError, IndexError, ValueError):
         return None

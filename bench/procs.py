@@ -116,7 +116,7 @@ def descendants(pid: int) -> list[int]:
             stat = (entry / "stat").read_text()
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        ppid = int(_fields(stat)[1])
         parents.setdefault(ppid, []).append(int(entry.name))
     found: list[int] = []
     todo = [pid]
@@ -163,6 +163,17 @@ def loop_thread_cpu_seconds(pid: int) -> float:
     return sum(_cpu_times([Path(f"/proc/{pid}/task/{pid}/stat")]))
 
 
+def stat_fields(stat: Path) -> list[str]:
+    """A /proc stat file's fields after the command name: 0 state, 1 parent, 11 and 12
+    user and system ticks, 13 and 14 those of the children it has reaped."""
+    return _fields(stat.read_text())
+
+
+def _fields(text: str) -> list[str]:
+    # the command name is in parentheses and may hold spaces and parentheses itself
+    return text.rsplit(")", 1)[1].split()
+
+
 def _stat_files(pids: Sequence[int]) -> list[Path]:
     return [Path(f"/proc/{p}/stat") for p in pids]
 
@@ -172,7 +183,7 @@ def _cpu_times(stat_files: Sequence[Path]) -> tuple[float, float]:
     user = system = 0
     for stat in stat_files:
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            fields = stat_fields(stat)
         except (FileNotFoundError, ProcessLookupError):
             continue
         user += int(fields[11])
