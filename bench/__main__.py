@@ -32,7 +32,7 @@ if __name__ == "__main__":
     reexec_on_commit("bench", sys.argv[1:])
 
 # after the re-exec: these import the ledger, from the snapshot when --commit is given
-from . import hooks_bench, ledger_bench, machine, pg, pg_server, procs, proxy_bench, report
+from . import apply_bench, hooks_bench, ledger_bench, machine, pg, pg_server, procs, proxy_bench, report
 from .snapshot import drop_snapshot
 
 HARD_LIMIT_S = {"quick": 6 * 60, "full": 15 * 60}
@@ -280,6 +280,27 @@ def ledger_section(workdir: Path, plan: Plan, pg_url: str | None, redis_url: str
         log,
         redis_url=redis_url,
     )
+    log("applying the journal's batches:")
+    out["apply"] = {}
+    for backend, url in backends.items():
+        server = pg_server.ServerWatch(url) if backend == "postgresql" else None
+        try:
+            out["apply"][backend] = apply_bench.measure(
+                ledger_bench.sqlite_url(workdir, "ledger-apply.db") if backend == "sqlite" else url,
+                server=server,
+            )
+        finally:
+            if server:
+                server.close()
+        a = out["apply"][backend]
+        log(
+            f"  {backend}: writer {a['writer_cpu_us_per_charge']} µs CPU per charge"
+            + (
+                f", server {a['server_cpu_us_per_charge']} µs"
+                if a["server_cpu_us_per_charge"] is not None
+                else ""
+            )
+        )
     log("statement counts and profile:")
     out["statements"] = {}
     out["profile"] = {}

@@ -356,6 +356,27 @@ def sections(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
                     fast_rows,
                 )
             )
+    if led.get("apply"):
+        out.append(
+            (
+                "Applying the settle journal's batches (charges lent from one escrow, batches of "
+                f"{next(iter(led['apply'].values()))['batch']}): CPU per charge",
+                ["database", "writer thread µs (rounds)", "PostgreSQL server µs", "the writer runs in"],
+                [
+                    [
+                        backend,
+                        f"{_fmt(a['writer_cpu_us_per_charge'], 1)} ({' '.join(_fmt(x, 1) for x in a['writer_rounds'])})",
+                        _fmt(a["server_cpu_us_per_charge"], 1)
+                        if a["server_cpu_us_per_charge"] is not None
+                        else "-",
+                        "the proxy's process (SQLite in-process)"
+                        if backend == "sqlite"
+                        else "the proxy's process; the server's work on the same machine",
+                    ]
+                    for backend, a in led["apply"].items()
+                ],
+            )
+        )
     if led.get("statements"):
         rows = []
         for backend, ops in led["statements"].items():
