@@ -5,6 +5,12 @@ runs it; charging a batch one call at a time (eight statements a call) cost the
 writer about 1 ms of the proxy's CPU per call. Here each step is one statement, run
 for all its rows by the driver's ``executemany`` in C.
 
+The inserts (four rows a charge) go to the driver as tuples: SQLAlchemy's own
+``executemany`` builds and converts every row's parameters in Python, which was two
+thirds of the writer's 60 us per charge, on the proxy's CPU (SQLite runs in-process).
+Each value still goes through its column's bind processor, the one SQLAlchemy would
+have used, so what is stored is the same; a batch's one timestamp is converted once.
+
 The batch runs in the ledger's ``BEGIN IMMEDIATE`` transaction: it holds the write
 lock from its first statement, so what a ``SELECT`` finds open or absent stays so
 until the commit, and the ``UPDATE`` or ``INSERT`` after it needs no condition of
@@ -13,12 +19,15 @@ its own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, String, bindparam, insert, select, update
+from sqlalchemy import BindParameter, Connection, String, Table, bindparam, select, update
 
 from .hotpath import ACCOUNTS, ENTRIES, HOLDS, USAGE_EVENTS, _p_account, _p_amount, _p_hold, _p_micro, _p_now
+from .tables import UTCDateTime
 
 _h = HOLDS.c
 _a = ACCOUNTS.c
@@ -37,9 +46,6 @@ _MOVE_ACCOUNT = (
     .where(_a.id == _p_account)
     .values(held=_a.held - _p_amount, balance=_a.balance - _p_micro, updated_at=_p_now)
 )
-_INSERT_HOLD = insert(HOLDS)
-_INSERT_ENTRY = insert(ENTRIES)
-_INSERT_EVENT = insert(USAGE_EVENTS)
 
 
 def _open(conn: Connection, ids: list[str]) -> list[tuple[str, int, int, str]]:
@@ -70,8 +76,9 @@ def insert_call_holds(conn: Connection, calls: list[tuple[str, int, int]], now: 
     known = set(conn.execute(_KNOWN_HOLDS, {"ids": [i for i, _, _ in calls]}).scalars())
     fresh = [(i, a, m) for i, a, m in calls if i not in known]
     if fresh:
-        conn.execute(
-            _INSERT_HOLD,
+        _insert(
+            conn,
+            HOLDS,
             [
                 {
                     "id": i,
@@ -103,8 +110,42 @@ def move_accounts(conn: Connection, moves: list[tuple[int, int, int]], now: date
 
 
 def insert_entries(conn: Connection, rows: list[dict[str, Any]], now: datetime) -> None:
-    conn.execute(_INSERT_ENTRY, rows)
+    _insert(conn, ENTRIES, rows)
 
 
 def insert_events(conn: Connection, rows: list[dict[str, Any]], now: datetime) -> None:
-    conn.execute(_INSERT_EVENT, rows)
+    _insert(conn, USAGE_EVENTS, rows)
+
+
+def _insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """``INSERT`` ``rows`` (dicts with the same keys) in one ``executemany`` of tuples."""
+    names = list(rows[0])
+    values = itemgetter(*names)
+    converted = [(i, c) for i, c in enumerate(_converter(conn, table, name) for name in names) if c]
+    params: list[tuple[Any, ...]] = []
+    for row in rows:
+        one = list(values(row))
+        for i, convert in converted:
+            one[i] = convert(one[i])
+        params.append(tuple(one))
+    placeholders = ", ".join("?" * len(names))
+    conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({placeholders})", params)
+
+
+def _converter(conn: Connection, table: Table, name: str) -> Callable[[Any], Any] | None:
+    """The column's bind processor for this dialect; a timestamp's result remembered (a
+    batch has one ``now``: converting it per row was a third of the Python)."""
+    process = table.c[name].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    if process is None or not isinstance(table.c[name].type, UTCDateTime):
+        return process
+    seen: dict[datetime, Any] = {}
+
+    def remembered(value: Any) -> Any:
+        if value is None:
+            return None
+        hit = seen.get(value)
+        if hit is None:
+            hit = seen[value] = process(value)
+        return hit
+
+    return remembered

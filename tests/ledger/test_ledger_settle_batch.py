@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import astuple, replace
 from decimal import Decimal
@@ -114,9 +115,10 @@ def _books(ledger: Ledger) -> dict[str, object]:
 
 
 def test_a_batch_books_what_one_by_one_books(ledger: Ledger, twin: Ledger) -> None:
-    held, lent, _ = _scenario(ledger)
+    held, lent, rich_id = _scenario(ledger)
+    now = ledger.now()
     with ledger.core_transaction() as conn:
-        done = settle(conn, held, lent, ledger.now())
+        done = settle(conn, held, lent, now)
     # the voided hold and the repeats are not the batch's to charge
     assert done == {held[i].hold_id for i in (0, 1, 3, 5)} | {c.hold_id for c in lent}
 
@@ -129,6 +131,26 @@ def test_a_batch_books_what_one_by_one_books(ledger: Ledger, twin: Ledger) -> No
 
     assert _books(ledger) == _books(twin)
     assert ledger.audit() == [] and twin.audit() == []
+    # the batch's rows carry its time, read back as written (SQLite's inserts bypass
+    # SQLAlchemy's per-row parameters: the same conversion must still be applied)
+    assert {u.created_at for u in ledger.usage(rich_id, limit=100)} == {now}
+    batch_entries = [e for e in ledger.history(rich_id, limit=100) if e.created_at >= now]
+    assert {e.kind for e in batch_entries} == {"charge", "release"}
+    assert {e.created_at for e in batch_entries} == {now}
+    call_hold = ledger.get_hold(lent[0].hold_id)
+    assert (call_hold.status, call_hold.created_at, call_hold.expires_at) == ("settled", now, now)
+    # and stored as the one-by-one path stores a time (SQLite compares them as text)
+    assert _stored_time_shapes(ledger) == _stored_time_shapes(twin)
+
+
+def _stored_time_shapes(ledger: Ledger) -> set[str]:
+    """Each stored timestamp of the usage events, entries and holds, digits masked."""
+    shapes: set[str] = set()
+    with ledger.core_transaction() as conn:
+        for table in ("usage_events", "entries", "holds"):
+            for (stored,) in conn.exec_driver_sql(f"SELECT created_at FROM {table}"):
+                shapes.add(re.sub(r"\d", "0", str(stored)))
+    return shapes
 
 
 def test_an_empty_batch_and_a_batch_of_repeats_write_nothing(ledger: Ledger) -> None:
