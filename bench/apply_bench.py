@@ -16,9 +16,13 @@ import contextlib
 import json
 import sys
 import time
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from ledger import Ledger
+from ledger.ids import new_hold_id
+from ledger.journal import apply_charges
+from ledger.outbox import PendingCharge
 
 from . import ledger_bench, pg, pg_server
 from .snapshot import drop_snapshot
@@ -35,35 +39,18 @@ def measure(
 ) -> dict[str, Any]:
     """``rounds`` rounds of ``batches`` batches of ``batch`` charges on the ledger at ``url``
     (a fresh one: the account and escrow are made here). The round medians, per charge."""
-    # imported here: ``--commit`` must choose which src/ they come from first
-    from ledger import Ledger, UsageRecord
-    from ledger.ids import new_hold_id
-    from ledger.journal import apply_charges
-    from ledger.outbox import PendingCharge
-
-    # what one bench call's usage event carries (bench.proxy_bench's model and key)
-    usage = UsageRecord(
-        model="bench-gpt-4o",
-        provider="openai",
-        call_type="acompletion",
-        api_key_hash="0" * 64,
-        user_id="bench-user",
-        tokens_in=10,
-        tokens_out=5,
-        provider_cost_usd=Decimal("0.000075"),
-        markup_rule="default",
-        catalog_version="936d52835215",
-    )
     books = Ledger(url)
     try:
         books.create_schema()
         account = books.open_account("user", "apply-bench", tier="free")
-        books.grant(account.id, 10**15, source="bench", external_ref="apply-bench")
+        books.grant(account.id, ledger_bench.PLENTY, source="bench", external_ref="apply-bench")
         escrow = books.hold(account.id, 10**14, ttl_seconds=3600, reference="bench-gpt-4o")
 
         def one_batch() -> list[PendingCharge]:
             return [
-                PendingCharge(new_hold_id(), 75, usage, account_id=account.id, escrow_hold_id=escrow.id)
+                PendingCharge(
+                    new_hold_id(), 75, ledger_bench.USAGE, account_id=account.id, escrow_hold_id=escrow.id
+                )
                 for _ in range(batch)
             ]
 

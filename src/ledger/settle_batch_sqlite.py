@@ -119,6 +119,8 @@ def insert_events(conn: Connection, rows: list[dict[str, Any]], now: datetime) -
 
 def _insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     """``INSERT`` ``rows`` (dicts with the same keys) in one ``executemany`` of tuples."""
+    if not rows:
+        return
     names = list(rows[0])
     values = itemgetter(*names)
     converted = [(i, c) for i, c in enumerate(_converter(conn, table, name) for name in names) if c]
