@@ -281,25 +281,16 @@ def ledger_section(workdir: Path, plan: Plan, pg_url: str | None, redis_url: str
         redis_url=redis_url,
     )
     log("applying the journal's batches:")
-    out["apply"] = {}
-    for backend, url in backends.items():
-        server = pg_server.ServerWatch(url) if backend == "postgresql" else None
-        try:
-            out["apply"][backend] = apply_bench.measure(
-                ledger_bench.sqlite_url(workdir, "ledger-apply.db") if backend == "sqlite" else url,
-                server=server,
-            )
-        finally:
-            if server:
-                server.close()
-        a = out["apply"][backend]
+    apply_urls = {
+        backend: ledger_bench.sqlite_url(workdir, "ledger-apply.db") if backend == "sqlite" else url
+        for backend, url in backends.items()
+    }
+    out["apply"] = apply_bench.measure_each(apply_urls)
+    for backend, a in out["apply"].items():
+        server_text = a["server_cpu_us_per_charge"]
         log(
             f"  {backend}: writer {a['writer_cpu_us_per_charge']} µs CPU per charge"
-            + (
-                f", server {a['server_cpu_us_per_charge']} µs"
-                if a["server_cpu_us_per_charge"] is not None
-                else ""
-            )
+            + (f", server {server_text} µs" if server_text is not None else "")
         )
     log("statement counts and profile:")
     out["statements"] = {}

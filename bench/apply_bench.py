@@ -84,6 +84,20 @@ def measure(
     }
 
 
+def measure_each(urls: dict[str, str], **sizes: int) -> dict[str, dict[str, Any]]:
+    """``measure`` on each database of ``urls`` ("sqlite", "postgresql"), the PostgreSQL
+    server's CPU watched; ``sizes``: ``measure``'s batch, batches and rounds."""
+    out: dict[str, dict[str, Any]] = {}
+    for backend, url in urls.items():
+        server = pg_server.ServerWatch(url) if backend == "postgresql" else None
+        try:
+            out[backend] = measure(url, server=server, **sizes)
+        finally:
+            if server:
+                server.close()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.apply_bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--commit", metavar="REV", help="measure this commit's src/ (a git archive snapshot)")
@@ -92,20 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--pg-url", default=pg.DEFAULT_ADMIN_URL)
     args = parser.parse_args(argv)
-    out: dict[str, Any] = {}
     with ledger_bench.tempdir() as tmp, contextlib.ExitStack() as stack:
         urls = {"sqlite": ledger_bench.sqlite_url(Path(tmp), "apply.db")}
         if pg.available(args.pg_url) is not None:
             urls["postgresql"] = stack.enter_context(pg.temp_database(args.pg_url))
-        for backend, url in urls.items():
-            server = pg_server.ServerWatch(url) if backend == "postgresql" else None
-            try:
-                out[backend] = measure(
-                    url, batch=args.batch, batches=args.batches, rounds=args.rounds, server=server
-                )
-            finally:
-                if server:
-                    server.close()
+        out = measure_each(urls, batch=args.batch, batches=args.batches, rounds=args.rounds)
     print(json.dumps(out, indent=2))
     return 0
 

@@ -11,6 +11,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .stats import percentile
+
 
 def _cpu_model() -> str:
     try:
@@ -85,10 +87,9 @@ def journal_fsync_us(directory: Path, syncs: int = 400) -> dict[str, float]:
     finally:
         os.close(fd)
         path.unlink()
-    took.sort()
     return {
-        "p50": round(took[len(took) // 2], 1),
-        "p99": round(took[len(took) * 99 // 100], 1),
+        "p50": round(percentile(took, 50), 1),
+        "p99": round(percentile(took, 99), 1),
         "mean": round(sum(took) / len(took), 1),
     }
 
