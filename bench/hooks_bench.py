@@ -58,6 +58,10 @@ class HooksResult:
     rounds_instructions: list[float] = field(default_factory=list)  # per call, under callgrind
     usage_events: int = 0
     audit_ok: bool = False
+    # the settle journal's, over the measured calls: how many fsyncs, how many on the
+    # ledger pool for the event loop (None: no journal, or a commit without the count)
+    fsyncs: int | None = None
+    fsyncs_handed_off: int | None = None
 
     def summary(self, harness_us: float, harness_instructions: float | None) -> dict[str, Any]:
         cpu = percentile(self.rounds_cpu_us, 50)
@@ -77,6 +81,14 @@ class HooksResult:
             "calls_per_s_rounds": [r(c, 0) for c in self.rounds_calls_per_s],
             "usage_events": self.usage_events,
             "audit_ok": self.audit_ok,
+            "fsyncs_per_call": r(self.fsyncs / self.calls, 3)
+            if self.fsyncs is not None and self.calls
+            else None,
+            "fsyncs_off_loop_per_call": (
+                r(self.fsyncs_handed_off / self.calls, 3)
+                if self.fsyncs_handed_off is not None and self.calls
+                else None
+            ),
         }
 
 
@@ -253,6 +265,7 @@ def measure(
         try:
             loop.run_until_complete(_round(one_call, key, model_group, warmup, concurrency))
             _settle_all(gate)
+            journal_before = _journal_counts(gate)
             for _ in range(rounds):
                 with instructions.counting() as counted:
                     wall, cpu = time.perf_counter(), time.process_time()
@@ -263,6 +276,11 @@ def measure(
                 result.rounds_calls_per_s.append(calls / wall)
                 result.rounds_instructions.extend(n / calls for n in counted)
                 result.calls += calls
+            journal_after = _journal_counts(gate)
+            if journal_before is not None and journal_after is not None:
+                result.fsyncs = journal_after[0] - journal_before[0]
+                if journal_after[1] is not None and journal_before[1] is not None:
+                    result.fsyncs_handed_off = journal_after[1] - journal_before[1]
             # the background jobs (catalog reload, sweeper) end with the gate
             runtime.reset()
             loop.run_until_complete(asyncio.sleep(0))
@@ -302,6 +320,15 @@ def harness_cost(
     finally:
         loop.close()
     return percentile(cpus, 50), (percentile(counts, 50) if counts else None)
+
+
+def _journal_counts(gate: Any) -> tuple[int, int | None] | None:
+    """The journal's fsyncs so far and how many of them ran on the pool (a commit measured
+    with ``--commit`` may not count those: None)."""
+    if gate.journal is None:
+        return None
+    stats = gate.journal.stats
+    return stats.fsyncs, getattr(stats, "fsyncs_handed_off", None)
 
 
 def _settle_all(gate: Any) -> None:
@@ -358,7 +385,13 @@ def run(
             + " per call "
             f"(rounds, harness included: {figures['cpu_us_per_call_rounds']}), "
             f"{result.usage_events} usage events for {figures['calls_total']} calls, "
-            f"audit {'ok' if result.audit_ok else 'FAILED'}"
+            + (
+                f"journal fsyncs {figures['fsyncs_per_call']} per call "
+                f"({figures['fsyncs_off_loop_per_call']} off the loop), "
+                if figures["fsyncs_per_call"] is not None
+                else ""
+            )
+            + f"audit {'ok' if result.audit_ok else 'FAILED'}"
         )
     return out
 

@@ -76,9 +76,16 @@ FAST_SYNC_SECONDS = 0.0005
 # a pool for an event loop is timed until that thread has the interpreter lock back,
 # which a busy loop holds for up to its switch interval (5 ms): timing those too had
 # made a 0.09 ms disk look like 0.6-1.4 ms, and 98 % of the charges of the hooks bench
-# at c=16 went off the loop. The median of the last few, so that one wait behind
-# another thread does not decide either.
+# at c=16 went off the loop. The loop's own are timed with that wait in them too (the
+# lock is taken back inside ``os.fdatasync``), whenever another thread runs Python
+# meanwhile: LiteLLM's, or the writer building a batch. A 0.08 ms disk's read 0.15 ms
+# at the median there and 0.5-0.6 ms one time in ten or so, and the median of nine had
+# crossed 0.5 ms at a proxy's first charge and sent every charge off the loop, at 0.2 ms
+# more CPU each, until probes brought it back. Those waits only ever add, so the disk
+# is the low end of the last few: the third quickest of nine (``_DISK_RANK``), so that
+# one quick fsync of a slow disk (nothing to write back) does not decide either.
 _SYNC_WINDOW = 9
+_DISK_RANK = 2
 _CALIBRATION_SYNCS = 3  # timed when the journal opens, before any caller can wait
 # while the disk looks slow, one caller in this many seconds waits on its own thread
 # anyway: the only way to see that it got quick again
@@ -117,6 +124,7 @@ class JournalStats:
     dropped: int = 0
     batches: int = 0
     fsyncs: int = 0
+    fsyncs_handed_off: int = 0  # run for a caller waiting on another thread (``sync_to``)
     retries: int = 0
     last_error: str = field(default="")
 
@@ -155,7 +163,7 @@ class SettleJournal:
         self._syncs = threading.Condition()
         self._syncing = False
         self._recent_syncs: deque[float] = deque(maxlen=_SYNC_WINDOW)
-        self._sync_median = 0.0
+        self._disk_sync = 0.0  # the disk's own fsync time, as far as the recent ones tell
         self._probe_at = 0.0
         self._names = itertools.count()
         self._written = 0
@@ -205,7 +213,7 @@ class SettleJournal:
         caller then still has the charge in hand.
         """
         line = self.write(charge)
-        self._sync_or_raise(line, waited_here=True)
+        self.sync_here(line)
         self.accept(line, charge)
         return line
 
@@ -235,6 +243,11 @@ class SettleJournal:
         """Whether an fsync has covered ``line`` (step two of ``record`` is then done)."""
         return self._synced >= line.number
 
+    def sync_here(self, line: WrittenLine) -> None:
+        """Step two of ``record`` for a caller that waits on its own thread (an event
+        loop, once ``syncs_fast``): timed, as ``record``'s is."""
+        self._sync_or_raise(line, waited_here=True)
+
     def sync_to(self, line: WrittenLine) -> None:
         """Step two of ``record``: return once an fsync covers ``line`` (its own or another's).
 
@@ -257,14 +270,20 @@ class SettleJournal:
         if line.segment.recorded >= self._segment_lines:
             self._rotate(line.segment)
 
+    @property
+    def syncing(self) -> bool:
+        """Whether an fsync (or a rotation) runs now: a caller waiting for it would block."""
+        return self._syncing
+
     def syncs_fast(self) -> bool:
         """Whether a ``record`` now would take about one quick fsync: none is running and
-        the recent ones waited for took under ``fast_sync_seconds`` (median; 0: never).
+        the disk's recent ones took under ``fast_sync_seconds`` (0: never), as the low end
+        of those waited for tells (``_DISK_RANK``).
         An event loop then records on its own thread rather than paying two thread
         hand-offs. While they are slow it says yes once per ``PROBE_SECONDS``."""
         if self._syncing or self._fast_sync <= 0:
             return False
-        if self._sync_median < self._fast_sync:
+        if self._disk_sync < self._fast_sync:
             return True
         now = time.monotonic()
         if now < self._probe_at:
@@ -273,8 +292,10 @@ class SettleJournal:
         return True
 
     def _calibrate(self) -> None:
-        """The disk's speed before the first charge: a few fsyncs of the new file."""
+        """The disk's speed before the first charge: a few fsyncs of the new file, after
+        one that writes back its creation and reserved space (a few times slower)."""
         try:
+            os.fdatasync(self._fd)
             for _ in range(_CALIBRATION_SYNCS):
                 started = time.perf_counter()
                 os.fdatasync(self._fd)
@@ -285,8 +306,9 @@ class SettleJournal:
 
     def _timed_sync(self, took: float) -> None:
         self._recent_syncs.append(took)
-        self._sync_median = sorted(self._recent_syncs)[len(self._recent_syncs) // 2]
-        if self._sync_median >= self._fast_sync:
+        ranked = sorted(self._recent_syncs)
+        self._disk_sync = ranked[min(_DISK_RANK, len(ranked) - 1)]
+        if self._disk_sync >= self._fast_sync:
             self._probe_at = time.monotonic() + PROBE_SECONDS
 
     def _sync_to(self, mine: int, *, waited_here: bool) -> None:
@@ -311,6 +333,8 @@ class SettleJournal:
             self.stats.fsyncs += 1
             if waited_here:
                 self._timed_sync(took)
+            else:
+                self.stats.fsyncs_handed_off += 1
         finally:
             with self._syncs:
                 if synced is not None:

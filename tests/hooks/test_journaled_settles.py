@@ -51,7 +51,7 @@ def test_concurrent_journaled_charges_land_once_each(
         settlements += _all_at_once(gate, account, CALLS)
         fsyncs = journal.stats.fsyncs - synced_before
         if loop_sync_seconds:
-            assert fsyncs == CALLS  # each on the loop itself, one after the other
+            assert fsyncs == 1  # on the loop itself, one for the calls settled in one pass of it
         else:
             assert fsyncs < CALLS  # off the loop, shared by the calls waiting together
         assert all(s is not None and s.journaled for s in settlements)

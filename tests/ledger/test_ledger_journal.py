@@ -153,15 +153,38 @@ def test_only_fsyncs_waited_for_on_the_callers_thread_say_the_disk_is_slow(
         monkeypatch.setattr(journal_module, "PROBE_SECONDS", 0.0)
         book._probe_at = 0.0
         probes = 0
-        while book._sync_median >= 0.002:
+        while book._disk_sync >= 0.002:
             assert book.syncs_fast()  # a probe each time, PROBE_SECONDS being 0
             book.record(_charge(ledger, account, 1_000, hold=2_000))
             probes += 1
-            assert probes <= 5
-        assert probes == 5  # a median of the last nine: five quick ones turn it
+            assert probes <= 3
+        assert probes == 3  # the third quickest of the last nine: three quick ones turn it
         assert book.syncs_fast()
         assert book.flush(10)
         assert ledger.balance(account).balance == 10 * CR - (24 + probes) * 1_000
+    finally:
+        book.close()
+
+
+def test_waits_behind_other_threads_now_and_then_do_not_make_a_quick_disk_look_slow(
+    ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event loop's own fsync is timed until it has the interpreter lock back: behind
+    a thread running Python meanwhile (the writer building a batch), a 0.1 ms disk
+    reads up to the switch interval, several times running."""
+    account = funded(ledger, 10 * CR)
+    disk = _TimedDisk(monkeypatch)
+    book = SettleJournal(ledger, tmp_path / "journal", fast_sync_seconds=0.002)
+    try:
+        for n in range(60):
+            disk.takes = 0.005 if n % 10 < 6 else 0.0001  # six in ten behind the lock
+            book.record(_charge(ledger, account, 1_000, hold=2_000))
+            assert book.syncs_fast(), n
+        disk.takes = 0.005
+        for _ in range(7):  # the disk itself got slow: seven in a row tell
+            book.record(_charge(ledger, account, 1_000, hold=2_000))
+        assert not book.syncs_fast() and not book.syncs_fast()
+        assert book.flush(10)
     finally:
         book.close()
 

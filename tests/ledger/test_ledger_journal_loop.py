@@ -152,3 +152,42 @@ def test_a_failed_fsync_reaches_every_call_waiting_on_it_and_the_next_one_retrie
     line = _in_a_thread(lambda: recorder.record(charges[8]))
     assert journal.on_disk(line)
     assert journal.stats.recorded == 1
+
+
+def test_on_a_quick_disk_the_calls_of_one_pass_of_the_loop_share_one_fsync_on_it(
+    ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = funded(ledger, 100 * CR)
+    charges = _charges(ledger, account, 16)
+    quick = SettleJournal(ledger, tmp_path / "quick", fast_sync_seconds=1.0)
+    pool = ThreadPoolExecutor(4)
+    synced_on: list[threading.Thread] = []
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        synced_on.append(threading.current_thread())
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    returned: list[bool] = []
+
+    async def one(charge: PendingCharge) -> None:
+        line = await recorder.record(charge)
+        returned.append(quick.on_disk(line))
+
+    recorder = LoopRecorder(quick, pool)
+
+    async def everything() -> threading.Thread:
+        await asyncio.gather(*(one(c) for c in charges))  # sixteen success events at once
+        return threading.current_thread()
+
+    try:
+        loop_thread = _in_a_thread(everything)
+        assert returned == [True] * 16
+        assert synced_on == [loop_thread]  # one fsync, on the loop: no thread hand-off
+        assert quick.stats.fsyncs == 1 and quick.stats.recorded == 16
+        assert quick.flush(10)
+        assert ledger.balance(account).balance == 100 * CR - 16 * 1_000
+    finally:
+        quick.close()
+        pool.shutdown()
