@@ -35,7 +35,7 @@ if __name__ == "__main__":
 from . import apply_bench, hooks_bench, ledger_bench, machine, pg, pg_server, procs, proxy_bench, report
 from .snapshot import drop_snapshot
 
-HARD_LIMIT_S = {"quick": 6 * 60, "full": 15 * 60}
+HARD_LIMIT_S = {"quick": 6 * 60, "full": 20 * 60}
 
 
 @dataclass(frozen=True)
