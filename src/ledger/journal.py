@@ -79,11 +79,11 @@ FAST_SYNC_SECONDS = 0.0005
 # at c=16 went off the loop. The loop's own are timed with that wait in them too (the
 # lock is taken back inside ``os.fdatasync``), whenever another thread runs Python
 # meanwhile: LiteLLM's, or the writer building a batch. A 0.08 ms disk's read 0.15 ms
-# at the median there and 0.5-0.6 ms one time in ten or so, and the median of nine had
-# crossed 0.5 ms at a proxy's first charge and sent every charge off the loop, at 0.2 ms
-# more CPU each, until probes brought it back. Those waits only ever add, so the disk
-# is the low end of the last few: the third quickest of nine (``_DISK_RANK``), so that
-# one quick fsync of a slow disk (nothing to write back) does not decide either.
+# at the median there and 0.5-2.6 ms several times running, and the median of nine had
+# crossed 0.5 ms at the first charges (bench.hooks_bench, c=1) and sent the charges off
+# the loop, up to 0.15 ms more CPU each, until probes brought it back. Those waits only
+# ever add, so the disk is the low end of the last few: the third quickest of nine
+# (``_DISK_RANK``), so that one quick fsync of a slow disk does not decide either.
 _SYNC_WINDOW = 9
 _DISK_RANK = 2
 _CALIBRATION_SYNCS = 3  # timed when the journal opens, before any caller can wait

@@ -161,6 +161,7 @@ def test_on_a_quick_disk_the_calls_of_one_pass_of_the_loop_share_one_fsync_on_it
     charges = _charges(ledger, account, 16)
     quick = SettleJournal(ledger, tmp_path / "quick", fast_sync_seconds=1.0)
     pool = ThreadPoolExecutor(4)
+    recorder = LoopRecorder(quick, pool)
     synced_on: list[threading.Thread] = []
     real = os.fdatasync
 
@@ -174,8 +175,6 @@ def test_on_a_quick_disk_the_calls_of_one_pass_of_the_loop_share_one_fsync_on_it
     async def one(charge: PendingCharge) -> None:
         line = await recorder.record(charge)
         returned.append(quick.on_disk(line))
-
-    recorder = LoopRecorder(quick, pool)
 
     async def everything() -> threading.Thread:
         await asyncio.gather(*(one(c) for c in charges))  # sixteen success events at once
