@@ -258,12 +258,14 @@ def proxy_section(
             server,
         )
         out["upstream_port"] = port
-        return out
     finally:
         proxy_bench.stop(variants)
         procs.stop(upstream)
         if server:
             server.close()
+    # each proxy logs its journal's counts as it stops: where its fsyncs ran
+    out["journal"] = {v.name: c for v in variants if (c := proxy_bench.journal_counts(v)) is not None}
+    return out
 
 
 def ledger_section(workdir: Path, plan: Plan, pg_url: str | None, redis_url: str | None) -> dict[str, Any]:

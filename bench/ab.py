@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             print,
             server,
         )
+        stack.close()  # the proxies stop, and log their journal's counts as they do
+        out["journal"] = {v.name: c for v in variants if (c := proxy_bench.journal_counts(v)) is not None}
     report(out, f"c{args.concurrency}" + ("_stream" if args.stream else ""))
     return 0
 
@@ -107,6 +109,11 @@ def report(out: dict[str, Any], label: str) -> None:
                 if x["pg_cpu_ms_per_request"] is not None
                 else ""
             )
+        )
+    for name, counts in out.get("journal", {}).items():
+        print(
+            f"  journal {name}: {counts['charges']} charges, {counts['fsyncs']} fsyncs, "
+            f"{counts['fsyncs_off_loop']} of them off the event loop (the whole run, warm-up included)"
         )
     for name, books in out["books_check"].items():
         ok = books["ok_responses"] == books["usage_events"] and not books["audit_problems"]

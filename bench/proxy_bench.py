@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -409,6 +410,28 @@ def check_books(variants: list[Variant]) -> dict[str, dict[str, Any]]:
             finally:
                 books.dispose()
     return out
+
+
+_JOURNAL_AT_STOP = re.compile(
+    r"settle journal applied at shutdown \((\d+) charges in all, (\d+) fsyncs, (\d+) of them off the event loop\)"
+)
+
+
+def journal_counts_in(log: str) -> dict[str, int] | None:
+    """What a proxy's settle journal logged as it stopped: its charges, its fsyncs and how
+    many of those ran on the ledger pool for the event loop (None: no such line)."""
+    found = _JOURNAL_AT_STOP.search(log)
+    if found is None:
+        return None
+    charges, fsyncs, off_loop = (int(n) for n in found.groups())
+    return {"charges": charges, "fsyncs": fsyncs, "fsyncs_off_loop": off_loop}
+
+
+def journal_counts(variant: Variant) -> dict[str, int] | None:
+    """``journal_counts_in`` of a stopped variant's log."""
+    if variant.log_path is None or not variant.log_path.exists():
+        return None
+    return journal_counts_in(variant.log_path.read_text(errors="replace"))
 
 
 def stop(variants: list[Variant]) -> None:

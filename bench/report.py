@@ -257,6 +257,24 @@ def sections(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
                     ],
                 )
             )
+        journal = proxy.get("journal", {})
+        if journal:
+            out.append(
+                (
+                    "Settle journal in the proxies, whole run (as each logged it when it stopped)",
+                    ["proxy", "charges", "fsyncs", "fsyncs per charge", "of them off the event loop"],
+                    [
+                        [
+                            k,
+                            str(v["charges"]),
+                            str(v["fsyncs"]),
+                            _fmt(v["fsyncs"] / v["charges"], 3) if v["charges"] else "",
+                            str(v["fsyncs_off_loop"]),
+                        ]
+                        for k, v in journal.items()
+                    ],
+                )
+            )
     led = res.get("ledger", {})
     if led.get("throughput"):
         rows = []

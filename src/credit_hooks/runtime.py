@@ -181,7 +181,14 @@ def _stop(g: CreditGate) -> None:
     journal's charges are taken out of the escrows)."""
     if g.journal is not None:
         g.journal.close(JOURNAL_CLOSE_SECONDS)
-        log.warning("settle journal applied at shutdown (%d charges in all)", g.journal.stats.applied)
+        stats = g.journal.stats
+        # where the charges' fsyncs ran: a proxy's own figures for CREDITS_JOURNAL_LOOP_SYNC_MS
+        log.warning(
+            "settle journal applied at shutdown (%d charges in all, %d fsyncs, %d of them off the event loop)",
+            stats.applied,
+            stats.fsyncs,
+            stats.fsyncs_handed_off,
+        )
     if isinstance(g.escrow, EscrowBook):
         given = g.escrow.give_back_unlent()
         if given:
