@@ -135,6 +135,12 @@ def _md(headers: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
+def _journal_row(proxy: str, counts: dict[str, int]) -> list[str]:
+    charges, fsyncs = counts["charges"], counts["fsyncs"]
+    per_charge = _fmt(fsyncs / charges, 3) if charges else ""
+    return [proxy, str(charges), str(fsyncs), per_charge, str(counts["fsyncs_off_loop"])]
+
+
 def sections(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, headers, rows) of every table, shared by the terminal and markdown renderings."""
     out: list[tuple[str, list[str], list[list[str]]]] = []
@@ -257,24 +263,11 @@ def sections(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
                     ],
                 )
             )
-        journal = proxy.get("journal", {})
-        if journal:
-            out.append(
-                (
-                    "Settle journal in the proxies, whole run (as each logged it when it stopped)",
-                    ["proxy", "charges", "fsyncs", "fsyncs per charge", "of them off the event loop"],
-                    [
-                        [
-                            k,
-                            str(v["charges"]),
-                            str(v["fsyncs"]),
-                            _fmt(v["fsyncs"] / v["charges"], 3) if v["charges"] else "",
-                            str(v["fsyncs_off_loop"]),
-                        ]
-                        for k, v in journal.items()
-                    ],
-                )
-            )
+        journal_rows = [_journal_row(k, v) for k, v in proxy.get("journal", {}).items()]
+        if journal_rows:
+            headers = ["proxy", "charges", "fsyncs", "fsyncs per charge", "of them off the event loop"]
+            title = "Settle journal in the proxies, whole run (as each logged it when it stopped)"
+            out.append((title, headers, journal_rows))
     led = res.get("ledger", {})
     if led.get("throughput"):
         rows = []
