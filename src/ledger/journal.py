@@ -81,7 +81,7 @@ FAST_SYNC_SECONDS = 0.0005
 # meanwhile: LiteLLM's, or the writer building a batch. A 0.08 ms disk's read 0.15 ms
 # at the median there and 0.5-2.6 ms several times running, and the median of nine had
 # crossed 0.5 ms at the first charges (bench.hooks_bench, c=1) and sent the charges off
-# the loop, up to 0.15 ms more CPU each, until probes brought it back. Those waits only
+# the loop, 0.1-0.2 ms more CPU each, until probes brought it back. Those waits only
 # ever add, so the disk is the low end of the last few: the third quickest of nine
 # (``_DISK_RANK``), so that one quick fsync of a slow disk does not decide either.
 _SYNC_WINDOW = 9

@@ -122,7 +122,8 @@ def _insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     names = list(rows[0])
-    values = itemgetter(*names)
+    # itemgetter of one name returns the value itself, not a 1-tuple
+    values = itemgetter(*names) if len(names) > 1 else (lambda row: (row[names[0]],))
     converted = [(i, c) for i, c in enumerate(_converter(conn, table, name) for name in names) if c]
     params: list[tuple[Any, ...]] = []
     for row in rows:

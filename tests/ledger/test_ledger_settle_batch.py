@@ -162,3 +162,17 @@ def test_an_empty_batch_and_a_batch_of_repeats_write_nothing(ledger: Ledger) -> 
     with ledger.core_transaction() as conn:
         assert settle(conn, held, lent, ledger.now()) == set()
     assert ledger.balance(rich) == before
+
+
+def test_the_sqlite_batch_insert_takes_rows_of_one_column_too(tmp_path: Path) -> None:
+    from sqlalchemy import Column, MetaData, String, Table, create_engine, select
+
+    from ledger.settle_batch_sqlite import _insert
+
+    notes = Table("notes", MetaData(), Column("body", String, nullable=False))
+    engine = create_engine(f"sqlite:///{tmp_path / 'one.db'}")
+    notes.metadata.create_all(engine)
+    with engine.begin() as conn:
+        _insert(conn, notes, [{"body": "first"}, {"body": "second"}])
+        assert conn.scalars(select(notes.c.body)).all() == ["first", "second"]
+    engine.dispose()
