@@ -50,6 +50,7 @@ from pathlib import Path
 from pricing.errors import AccountNotFound, BillingUnavailable, CreditsError, HoldNotFound
 
 from . import journal_dirs, settle_batch
+from .disk_sync import fdatasync_keeping_lock
 from .outbox import Outbox, PendingCharge, apply_one
 from .queued import take_queued
 from .service import Ledger
@@ -76,14 +77,14 @@ FAST_SYNC_SECONDS = 0.0005
 # a pool for an event loop is timed until that thread has the interpreter lock back,
 # which a busy loop holds for up to its switch interval (5 ms): timing those too had
 # made a 0.09 ms disk look like 0.6-1.4 ms, and 98 % of the charges of the hooks bench
-# at c=16 went off the loop. The loop's own are timed with that wait in them too (the
-# lock is taken back inside ``os.fdatasync``), whenever another thread runs Python
-# meanwhile: LiteLLM's, or the writer building a batch. A 0.08 ms disk's read 0.15 ms
-# at the median there and 0.5-2.6 ms several times running, and the median of nine had
-# crossed 0.5 ms at the first charges (bench.hooks_bench, c=1) and sent the charges off
-# the loop, 0.1-0.2 ms more CPU each, until probes brought it back. Those waits only
-# ever add, so the disk is the low end of the last few: the third quickest of nine
-# (``_DISK_RANK``), so that one quick fsync of a slow disk does not decide either.
+# at c=16 went off the loop. The loop's own fsync keeps the lock (``sync_on_loop``,
+# ``disk_sync``): with ``os.fdatasync`` the writer building a batch, or LiteLLM's
+# threads, took it meanwhile, a 0.08 ms disk read 0.5-2.6 ms several times running,
+# and at c=16 0.92-0.99 of the hooks bench's fsyncs still went to the pool (0.37-0.53
+# with the lock kept). A disk's own fsyncs vary too (0.25 ms at the median, 0.55 at
+# p90 and 1.6 at p99 on a busy day of the bench host), so it is judged by the low end
+# of the last few: the third quickest of nine (``_DISK_RANK``), so that neither one
+# quick fsync of a slow disk decides nor a few slow ones of a quick disk.
 _SYNC_WINDOW = 9
 _DISK_RANK = 2
 _CALIBRATION_SYNCS = 3  # timed when the journal opens, before any caller can wait
@@ -244,20 +245,29 @@ class SettleJournal:
         return self._synced >= line.number
 
     def sync_here(self, line: WrittenLine) -> None:
-        """Step two of ``record`` for a caller that waits on its own thread (an event
-        loop, once ``syncs_fast``): timed, as ``record``'s is."""
-        self._sync_or_raise(line, waited_here=True)
+        """Step two of ``record`` for a thread that waits for it itself: timed. The
+        interpreter lock is let go meanwhile, so that other threads write their lines
+        and share the next fsync."""
+        self._sync_or_raise(line, timed=True, keep_lock=False)
+
+    def sync_on_loop(self, line: WrittenLine) -> None:
+        """Step two of ``record`` for an event loop that waits for it itself (once
+        ``syncs_fast``): timed, with the interpreter lock kept through the fsync
+        (``disk_sync``), so that the time is the disk's and not also the wait to get the
+        lock back from the writer or LiteLLM's threads. Nothing of the loop's own can
+        write a line meanwhile anyway."""
+        self._sync_or_raise(line, timed=True, keep_lock=True)
 
     def sync_to(self, line: WrittenLine) -> None:
         """Step two of ``record``: return once an fsync covers ``line`` (its own or another's).
 
         For a caller that hands the wait to another thread (``LoopRecorder``): its fsync
         is not timed (see ``_SYNC_WINDOW``)."""
-        self._sync_or_raise(line, waited_here=False)
+        self._sync_or_raise(line, timed=False, keep_lock=False)
 
-    def _sync_or_raise(self, line: WrittenLine, *, waited_here: bool) -> None:
+    def _sync_or_raise(self, line: WrittenLine, *, timed: bool, keep_lock: bool) -> None:
         try:
-            self._sync_to(line.number, waited_here=waited_here)
+            self._sync_to(line.number, timed=timed, keep_lock=keep_lock)
         except OSError as error:
             raise BillingUnavailable(f"settle journal {self.directory}: {error}") from error
 
@@ -298,7 +308,7 @@ class SettleJournal:
             os.fdatasync(self._fd)
             for _ in range(_CALIBRATION_SYNCS):
                 started = time.perf_counter()
-                os.fdatasync(self._fd)
+                fdatasync_keeping_lock(self._fd)
                 self._timed_sync(time.perf_counter() - started)
         except OSError:
             os.close(self._fd)
@@ -311,7 +321,7 @@ class SettleJournal:
         if self._disk_sync >= self._fast_sync:
             self._probe_at = time.monotonic() + PROBE_SECONDS
 
-    def _sync_to(self, mine: int, *, waited_here: bool) -> None:
+    def _sync_to(self, mine: int, *, timed: bool, keep_lock: bool) -> None:
         if self._synced >= mine:
             return
         with self._syncs:
@@ -327,11 +337,14 @@ class SettleJournal:
             with self._write_lock:
                 target, fd = self._written, self._fd
             started = time.perf_counter()
-            os.fdatasync(fd)
+            if keep_lock:
+                fdatasync_keeping_lock(fd)
+            else:
+                os.fdatasync(fd)
             took = time.perf_counter() - started
             synced = target
             self.stats.fsyncs += 1
-            if waited_here:
+            if timed:
                 self._timed_sync(took)
             else:
                 self.stats.fsyncs_handed_off += 1

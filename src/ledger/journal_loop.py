@@ -40,7 +40,7 @@ class LoopRecorder:
             # (80-150 us of the loop's time, 60 of the kernel's CPU).
             await asyncio.sleep(0)
             if not self.journal.on_disk(line) and not self.journal.syncing:
-                self.journal.sync_here(line)
+                self.journal.sync_on_loop(line)
         loop = asyncio.get_running_loop()
         while not self.journal.on_disk(line):
             sync = self._sync

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import Connection, create_engine, text
 
 from ledger import Ledger, UsageRecord
+from ledger import journal as journal_module
 
 CR = 1_000_000  # one credit in µcr
 
@@ -67,3 +70,13 @@ def until_a_lock_is_awaited(probe: Connection) -> None:
             return
         threading.Event().wait(0.005)
     pytest.fail("the statement under test never waited for the account's lock")
+
+
+def fake_fsyncs(monkeypatch: pytest.MonkeyPatch, fsync: Callable[[int], None]) -> Callable[[int], None]:
+    """Route the journal's fsyncs through ``fsync``: those a pool thread runs
+    (``os.fdatasync``) and those timed on the caller's thread, which keep the
+    interpreter lock (``ledger.disk_sync``). Returns the real ``os.fdatasync``."""
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", fsync)
+    monkeypatch.setattr(journal_module, "fdatasync_keeping_lock", fsync)
+    return real

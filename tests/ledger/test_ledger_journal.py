@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
@@ -12,7 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from ledger_testlib import CR, USAGE, funded
+from ledger_testlib import CR, USAGE, fake_fsyncs, funded
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -103,6 +104,42 @@ def test_it_tells_a_caller_whether_its_fsyncs_are_quick_enough_to_wait_for(
         never.close()
 
 
+def test_only_the_event_loops_fsyncs_keep_the_interpreter_lock(
+    ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = funded(ledger, 10 * CR)
+    calls: list[str] = []
+    real = os.fdatasync
+
+    def keeping_lock(fd: int) -> None:
+        calls.append("lock kept")
+        real(fd)
+
+    def letting_go(fd: int) -> None:
+        calls.append("lock let go")
+        real(fd)
+
+    monkeypatch.setattr(journal_module, "fdatasync_keeping_lock", keeping_lock)
+    monkeypatch.setattr(os, "fdatasync", letting_go)
+    book = SettleJournal(ledger, tmp_path / "journal")
+    try:
+        # at open: the new file's first fsync (its creation written back), then the three
+        # timed ones, before any caller could write a line
+        assert calls == ["lock let go"] + ["lock kept"] * 3
+        calls.clear()
+        on_loop = book.write(_charge(ledger, account, 1_000, hold=2_000))
+        book.sync_on_loop(on_loop)  # an event loop waiting for it itself
+        handed_off = book.write(_charge(ledger, account, 1_000, hold=2_000))
+        book.sync_to(handed_off)  # a pool thread, for a loop that went on
+        # a thread of many recording at once: they write their lines during its fsync
+        book.record(_charge(ledger, account, 1_000, hold=2_000))
+        assert calls == ["lock kept", "lock let go", "lock let go"]
+        assert book.on_disk(on_loop) and book.on_disk(handed_off)
+        assert book.stats.fsyncs == 3 and book.stats.fsyncs_handed_off == 1
+    finally:
+        book.close()
+
+
 class _TimedDisk:
     """Real fsyncs whose duration, as the journal's ``perf_counter`` sees it, is
     ``takes``: a 2 ms threshold judged on the real clock turned on a CI host's
@@ -111,8 +148,7 @@ class _TimedDisk:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.takes = 0.0001
         self._now = 0.0
-        self._real = journal_module.os.fdatasync
-        monkeypatch.setattr(journal_module.os, "fdatasync", self.fdatasync)
+        self._real = fake_fsyncs(monkeypatch, self.fdatasync)
         clock = SimpleNamespace(
             **{name: getattr(time, name) for name in dir(time) if not name.startswith("_")}
         )

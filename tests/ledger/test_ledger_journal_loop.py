@@ -4,7 +4,6 @@ calls waiting together sharing one fsync off the loop."""
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from ledger_testlib import CR, USAGE, funded, sqlite_only
+from ledger_testlib import CR, USAGE, fake_fsyncs, funded, sqlite_only
 
 from ledger import Ledger
 from ledger.journal import SettleJournal, WrittenLine
@@ -39,13 +38,12 @@ def recorder(journal: SettleJournal) -> Iterator[LoopRecorder]:
 
 
 class _SlowDisk:
-    """``os.fdatasync`` taking 5 ms (a busy disk: the calls arriving meanwhile wait for
+    """The journal's fsyncs taking 5 ms (a busy disk: the calls arriving meanwhile wait for
     the next one), failing while ``broken``."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.broken = False
-        self._real = os.fdatasync
-        monkeypatch.setattr(os, "fdatasync", self)
+        self._real = fake_fsyncs(monkeypatch, self)
 
     def __call__(self, fd: int) -> None:
         time.sleep(0.005)
@@ -163,13 +161,12 @@ def test_on_a_quick_disk_the_calls_of_one_pass_of_the_loop_share_one_fsync_on_it
     pool = ThreadPoolExecutor(4)
     recorder = LoopRecorder(quick, pool)
     synced_on: list[threading.Thread] = []
-    real = os.fdatasync
 
     def fdatasync(fd: int) -> None:
         synced_on.append(threading.current_thread())
         real(fd)
 
-    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    real = fake_fsyncs(monkeypatch, fdatasync)
     returned: list[bool] = []
 
     async def one(charge: PendingCharge) -> None:
