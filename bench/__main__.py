@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +54,8 @@ class Plan:
     master_key_variant: bool
     hooks_calls: int
     hooks_rounds: int
+    # proxy processes per variant (``proxy_bench.replicas``); a level's rounds are each process's
+    processes: int
 
 
 PLANS = {
@@ -70,6 +73,7 @@ PLANS = {
         master_key_variant=False,
         hooks_calls=500,
         hooks_rounds=2,
+        processes=1,
     ),
     "full": Plan(
         # one call at a time follows the host's swings closely (its `without` rate moved
@@ -77,11 +81,13 @@ PLANS = {
         # At 16 a full GC (0.3-0.9 s, one per ~600 requests in every proxy) lands in a
         # round or not: more rounds, so each proxy gets its share. With five, three or
         # four of them (0.45 s each) made 7 % of a proxy's 20 s, and one or two more or fewer
-        # than `without` moved its ratio 2-5 % (2026-12-07: ten)
+        # than `without` moved its ratio 2-5 % (2026-12-07: ten). Two processes per variant
+        # (``processes``), each half the rounds: one process's luck moved a ratio by up to
+        # 10 %, whatever the rounds.
         levels=[
-            proxy_bench.Level(1, False, 12, 2.0),
-            proxy_bench.Level(16, False, 10, 4.0),
-            proxy_bench.Level(4, True, 3, 4.5),
+            proxy_bench.Level(1, False, 6, 2.0),
+            proxy_bench.Level(16, False, 5, 4.0),
+            proxy_bench.Level(4, True, 2, 4.5),
         ],
         warmup_requests=150,
         max_requests=100_000,
@@ -95,6 +101,7 @@ PLANS = {
         master_key_variant=True,
         hooks_calls=1000,
         hooks_rounds=3,
+        processes=2,
     ),
 }
 
@@ -181,19 +188,17 @@ def run(args: argparse.Namespace, mode: str, plan: Plan) -> dict[str, Any]:
     with ledger_bench.tempdir() as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
         info["journal_fsync_us"] = machine.journal_fsync_us(workdir)
-        pg_proxy_url = pg_ledger_url = None
-        fast_urls: dict[str, str] = {}
-        for name, (database, _env) in proxy_bench.SETTING_VARIANTS.items():
-            if database == "sqlite":
-                fast_urls[name] = f"sqlite:///{workdir / f'proxy-{name}.db'}"
-            elif pg_version:
-                fast_urls[name] = stack.enter_context(pg.temp_database(args.pg_url))
+        pg_ledger_url = None
+        new_pg_url = None
         if pg_version:
-            pg_proxy_url = stack.enter_context(pg.temp_database(args.pg_url))
             pg_ledger_url = stack.enter_context(pg.temp_database(args.pg_url))
+
+            def new_pg_url() -> str:
+                return stack.enter_context(pg.temp_database(args.pg_url))
+
         if not args.skip_proxy:
             log("proxy overhead:")
-            results["proxy"] = proxy_section(workdir, plan, pg_proxy_url, fast_urls, proxy_cpus, client_cpus)
+            results["proxy"] = proxy_section(workdir, plan, new_pg_url, proxy_cpus, client_cpus)
         if not args.skip_ledger:
             log("ledger throughput:")
             results["ledger"] = ledger_section(
@@ -220,32 +225,45 @@ def run(args: argparse.Namespace, mode: str, plan: Plan) -> dict[str, Any]:
 def proxy_section(
     workdir: Path,
     plan: Plan,
-    pg_url: str | None,
-    fast_urls: dict[str, str],
+    new_pg_url: Callable[[], str] | None,
     proxy_cpus: set[int] | None,
     client_cpus: set[int] | None,
 ) -> dict[str, Any]:
     upstream = proxy_bench.spawn_upstream(client_cpus)
     variants: list[proxy_bench.Variant] = []
-    server = pg_server.ServerWatch(pg_url) if pg_url else None
+    server = pg_server.ServerWatch(new_pg_url()) if new_pg_url else None
+
+    def sqlite_url(process: str) -> str:
+        return f"sqlite:///{workdir / f'proxy-ledger-{process}.db'}"
+
+    def plugin(
+        group: str, database: str, env: dict[str, str] | None = None, master_key: bool = False
+    ) -> list[proxy_bench.Variant]:
+        def make(process: str) -> proxy_bench.Variant:
+            url = sqlite_url(process) if database == "sqlite" else new_pg_url() if new_pg_url else ""
+            # each process's journal in a directory of its own
+            settings = {"CREDITS_JOURNAL_DIR": str(workdir / f"journal-{process}"), **(env or {})}
+            return proxy_bench.Variant(process, True, url, workdir, env=settings, master_key=master_key)
+
+        return proxy_bench.replicas(make, group, plan.processes)
+
     try:
         port = procs.wait_port_line(upstream)
         variants = [
-            proxy_bench.Variant("without", False, None, workdir),
-            proxy_bench.Variant("with_sqlite", True, f"sqlite:///{workdir / 'proxy-ledger.db'}", workdir),
+            *proxy_bench.replicas(
+                lambda process: proxy_bench.Variant(process, False, None, workdir), "without", plan.processes
+            ),
+            *plugin("with_sqlite", "sqlite"),
         ]
         if plan.master_key_variant:
             # the plugin loaded, authenticating, never billing: a proxy of its own, so
             # with_sqlite's memory and full GCs carry with_sqlite's load only
-            sqlite_url = f"sqlite:///{workdir / 'proxy-ledger-master-key.db'}"
-            variants.append(
-                proxy_bench.Variant("with_sqlite_master_key", True, sqlite_url, workdir, master_key=True)
-            )
-        if pg_url:
-            variants.append(proxy_bench.Variant("with_postgresql", True, pg_url, workdir))
-        for name, url in fast_urls.items():
-            env = dict(proxy_bench.SETTING_VARIANTS[name][1])
-            variants.append(proxy_bench.Variant(name, True, url, workdir, env=env))
+            variants += plugin("with_sqlite_master_key", "sqlite", master_key=True)
+        if new_pg_url:
+            variants += plugin("with_postgresql", "postgresql")
+        for name, (database, env) in proxy_bench.SETTING_VARIANTS.items():
+            if database == "sqlite" or new_pg_url:
+                variants += plugin(name, database, env)
         out = proxy_bench.run(
             variants,
             port,

@@ -5,7 +5,9 @@
         l250=postgresql:CREDITS_JOURNAL_LINGER_MS=250
 
 Each variant is ``NAME=DATABASE[:SETTING=VALUE,...]`` (DATABASE: ``sqlite`` or
-``postgresql``); the settings are added to the plugin's defaults and
+``postgresql``; ``master``: the plugin on SQLite called with the master key, loaded
+and authenticating, billing nothing; ``none``: one more proxy without the plugin, to
+see how far two of the same differ); the settings are added to the plugin's defaults and
 ``CREDITS_ASYNC_HOLDS=true`` (``--plain``: to the defaults alone). A proxy without the plugin runs beside them, and the
 rounds alternate between all of them, as in ``python -m bench``. Prints req/s, the ratio
 to ``without``, the proxy's CPU per request and the latencies, and checks the books.
@@ -25,8 +27,10 @@ def parse_variant(text: str) -> tuple[str, str, dict[str, str]]:
     """``NAME=DATABASE[:K=V,...]`` -> (name, database, settings)."""
     name, sep, rest = text.partition("=")
     database, _, pairs = rest.partition(":")
-    if not sep or not name or database not in ("sqlite", "postgresql"):
-        raise argparse.ArgumentTypeError(f"expected NAME=sqlite|postgresql[:K=V,...], got {text!r}")
+    if not sep or not name or database not in ("sqlite", "postgresql", "master", "none"):
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=sqlite|postgresql|master|none[:K=V,...], got {text!r}"
+        )
     settings: dict[str, str] = {}
     for pair in filter(None, pairs.split(",")):
         key, eq, value = pair.partition("=")
@@ -46,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--plain", action="store_true", help="on the plugin's defaults alone (no async holds)"
     )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="proxy processes per variant, `without` included"
+    )
     parser.add_argument("--pg-url", default=pg.DEFAULT_ADMIN_URL)
     args = parser.parse_args(argv)
 
@@ -57,18 +64,28 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         upstream = proxy_bench.spawn_upstream(client_cpus)
         stack.callback(procs.stop, upstream)
-        variants = [proxy_bench.Variant("without", False, None, workdir)]
+        variants = proxy_bench.replicas(
+            lambda process: proxy_bench.Variant(process, False, None, workdir), "without", args.processes
+        )
         for name, database, settings in args.variants:
-            url = (
-                f"sqlite:///{workdir / f'{name}.db'}"
-                if database == "sqlite"
-                else stack.enter_context(pg.temp_database(args.pg_url))
-            )
-            env = {"CREDITS_JOURNAL_DIR": str(workdir / f"journal-{name}"), **base, **settings}
-            variants.append(proxy_bench.Variant(name, True, url, workdir, env=env))
+
+            def make(process: str, database: str = database, settings: dict[str, str] = settings) -> Any:
+                if database == "none":
+                    return proxy_bench.Variant(process, False, None, workdir)
+                url = (
+                    stack.enter_context(pg.temp_database(args.pg_url))
+                    if database == "postgresql"
+                    else f"sqlite:///{workdir / f'{process}.db'}"
+                )
+                env = {"CREDITS_JOURNAL_DIR": str(workdir / f"journal-{process}"), **base, **settings}
+                return proxy_bench.Variant(
+                    process, True, url, workdir, env=env, master_key=database == "master"
+                )
+
+            variants += proxy_bench.replicas(make, name, args.processes)
         stack.callback(proxy_bench.stop, variants)
         server = None
-        if any(database != "sqlite" for _, database, _ in args.variants):
+        if any(database == "postgresql" for _, database, _ in args.variants):
             server = pg_server.ServerWatch(args.pg_url)
             stack.callback(server.close)
         out = proxy_bench.run(
@@ -102,14 +119,28 @@ def report(out: dict[str, Any], label: str) -> None:
             f"  {name:24s} {x['rps']:7.1f}  {x['rps'] / without['rps']:.3f}{band_text}"
             f"  {cpu:6.2f} ({cpu - without['proxy_cpu_ms_per_request']:+.2f})"
             f"  {p50:7.2f} ({p50 - without['p50_ms']:+.2f})  {x['p99_ms']:7.1f}"
-            f"  rounds {x['rounds_rps']}  full GCs {x['full_gcs']} ({x['full_gc_s']} s)"
+            f"  rounds {x['rounds_rps']}  processes {x['processes_rps']}"
+            f"  full GCs {x['full_gcs']} ({x['full_gc_s']} s)"
             f"  loop thread {x['proxy_loop_cpu_ms_per_request']} ms/req"
+            f"  kernel {x['proxy_sys_ms_per_request']} ms/req"
+            f"  context switches {sum(t['switches'] for t in x['proxy_threads_per_request'].values()):.1f}/req"
+            f"  page faults {sum(t['minor_faults'] for t in x['proxy_threads_per_request'].values()):.1f}/req"
             + (
                 f"  PostgreSQL server {x['pg_cpu_ms_per_request']} ms/req, {x['pg_checkpoints']} checkpoints"
                 if x["pg_cpu_ms_per_request"] is not None
                 else ""
             )
         )
+    print("  per thread and request: CPU ms / context switches / page faults")
+    for name, x in level.items():
+        if isinstance(x, dict):
+            threads = x["proxy_threads_per_request"]
+            print(
+                f"  {name:24s} "
+                + ", ".join(
+                    f"{t} {v['cpu_ms']} / {v['switches']} / {v['minor_faults']}" for t, v in threads.items()
+                )
+            )
     for name, counts in out.get("journal", {}).items():
         print(
             f"  journal {name}: {counts['charges']} charges, {counts['fsyncs']} fsyncs, "

@@ -11,11 +11,13 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -163,8 +165,61 @@ def loop_thread_cpu_seconds(pid: int) -> float:
     return sum(_cpu_times([Path(f"/proc/{pid}/task/{pid}/stat")]))
 
 
+_SWITCH_FIELDS = ("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")
+
+
+@dataclass(frozen=True)
+class ThreadUse:
+    """What one thread (or the threads of one name) of a process used so far."""
+
+    cpu_s: float = 0.0
+    switches: int = 0  # voluntary and involuntary context switches
+    minor_faults: int = 0  # pages the kernel mapped in on first touch
+
+    def __add__(self, other: ThreadUse) -> ThreadUse:
+        return ThreadUse(
+            self.cpu_s + other.cpu_s, self.switches + other.switches, self.minor_faults + other.minor_faults
+        )
+
+    def __sub__(self, other: ThreadUse) -> ThreadUse:
+        return ThreadUse(
+            self.cpu_s - other.cpu_s, self.switches - other.switches, self.minor_faults - other.minor_faults
+        )
+
+
+def threads(pid: int) -> dict[str, ThreadUse]:
+    """What ``pid``'s threads used so far, summed by name (the bench's proxies name
+    theirs for the kernel: ``bench/gc_probe``; numbered workers of one pool count as one).
+
+    Context switches (a hand-off between the event loop and another thread: the
+    journal's writer, an fsync in the pool, the interpreter lock) and page faults cost
+    the kernel's time and the caches, which instruction counts do not see."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[str, ThreadUse] = {}
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except (FileNotFoundError, ProcessLookupError):
+        return found
+    for task in tasks:
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = stat_fields(task / "stat")
+            lines = (task / "status").read_text().splitlines()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended meanwhile
+        name = "event loop" if task.name == str(pid) else re.sub(r"[_-]?\d+$", "", name) or name
+        use = ThreadUse(
+            cpu_s=(int(fields[11]) + int(fields[12])) / tick,
+            switches=sum(int(line.split()[1]) for line in lines if line.startswith(_SWITCH_FIELDS)),
+            minor_faults=int(fields[7]),
+        )
+        found[name] = found.get(name, ThreadUse()) + use
+    return found
+
+
 def stat_fields(stat: Path) -> list[str]:
-    """A /proc stat file's fields after the command name: 0 state, 1 parent, 11 and 12
+    """A /proc stat file's fields after the command name: 0 state, 1 parent, 7 minor
+    faults, 11 and 12
     user and system ticks, 13 and 14 those of the children it has reaped."""
     return _fields(stat.read_text())
 

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -108,10 +108,35 @@ class Variant:
     # CREDITS_* settings of this proxy (the fast paths: settle journal, async holds, Redis)
     env: dict[str, str] = field(default_factory=dict)
     master_key: bool = False  # called with the master key: the plugin loaded, billing nothing
+    # the variant this proxy is one process of (``replicas``): its figures are the group's
+    group: str = ""
+
+    def __post_init__(self) -> None:
+        self.group = self.group or self.name
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+def process_name(group: str, index: int) -> str:
+    """The name of a variant's ``index``-th process (0: the variant's own name)."""
+    return group if index == 0 else f"{group}#{index + 1}"
+
+
+def replicas(make: Callable[[str], Variant], group: str, processes: int) -> list[Variant]:
+    """``processes`` proxies of one variant, each built by ``make(process name)`` (its own
+    database, journal and log). Two proxy processes of the same code and settings,
+    measured in the same rounds, differed by up to 10 % in req/s at c=16 on the bench
+    host, every round alike (2026-12-07: three ``without`` proxies 1.000 / 0.925 / 0.932
+    of the first, with one hash seed); a variant's figures are those of all its processes
+    together, so that one process's luck is not taken for the plugin's cost."""
+    made = []
+    for index in range(processes):
+        variant = make(process_name(group, index))
+        variant.group = group
+        made.append(variant)
+    return made
 
 
 def spawn_upstream(cpus: set[int] | None) -> subprocess.Popen[bytes]:
@@ -254,6 +279,7 @@ def load(
     assert variant.proc is not None
     cpu_before = procs.cpu_times(variant.proc.pid)
     loop_before = procs.loop_thread_cpu_seconds(variant.proc.pid)
+    threads_before = procs.threads(variant.proc.pid)
     gc_before = full_collections(variant)
     server_before = server.sample() if server else None
     proc = procs.spawn(
@@ -275,6 +301,10 @@ def load(
     user, system = procs.cpu_times(variant.proc.pid)
     result["proxy_cpu_s"] = user + system - sum(cpu_before)
     result["proxy_loop_cpu_s"] = procs.loop_thread_cpu_seconds(variant.proc.pid) - loop_before
+    result["proxy_threads"] = {
+        name: asdict(use - threads_before.get(name, procs.ThreadUse()))
+        for name, use in procs.threads(variant.proc.pid).items()
+    }
     if server and server_before:
         result.update(pg_server.difference(server_before, server.sample()))
     # the kernel's share: what instruction counts (bench.proxy_instructions) leave out
@@ -284,6 +314,25 @@ def load(
     result["full_gc_s"] = gc_after[1] - gc_before[1]
     variant.sent_ok += int(result["ok"])
     return result
+
+
+def per_thread(rounds: list[dict[str, Any]], ok: int) -> dict[str, dict[str, float | None]]:
+    """Per thread name: CPU ms, context switches and minor page faults per request."""
+    totals: dict[str, procs.ThreadUse] = {}
+    for x in rounds:
+        for name, use in x.get("proxy_threads", {}).items():
+            totals[name] = totals.get(name, procs.ThreadUse()) + procs.ThreadUse(**use)
+    if not ok:
+        return {}
+    return {
+        name: {
+            "cpu_ms": r(use.cpu_s * 1000 / ok, 2),
+            "switches": r(use.switches / ok, 1),
+            "minor_faults": r(use.minor_faults / ok, 1),
+        }
+        for name, use in sorted(totals.items(), key=lambda item: -item[1].cpu_s)
+        if use.cpu_s or use.switches
+    }
 
 
 def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -309,6 +358,7 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         # the PostgreSQL server's, in this variant's rounds (every proxy's rounds: the
         # server is shared, and its work for one proxy can land in another's round)
         "pg_cpu_ms_per_request": per_request_ms("pg_cpu_s"),
+        "proxy_threads_per_request": per_thread(rounds, ok),
         "pg_checkpoints": sum(x.get("pg_checkpoints", 0) for x in rounds),
         "p50_ms": r(percentile(lat, 50), 2),
         "p99_ms": r(percentile(lat, 99), 2),
@@ -367,22 +417,55 @@ def run(
                     f"{k} {x[-1]['ok'] / x[-1]['elapsed_s']:.0f} req/s" for k, x in per_variant.items()
                 )
             )
-        results[label] = {
-            "concurrency": concurrency,
-            "stream": stream,
-            **{name: summarize(rs) for name, rs in per_variant.items()},
-        }
-        base = [(x["ok"], x["elapsed_s"]) for x in per_variant["without"]]
-        for name, rs in per_variant.items():
-            if name != "without":
-                low, high = rate_ratio_interval([(x["ok"], x["elapsed_s"]) for x in rs], base)
-                results[label][name]["x_without_interval"] = [r(low, 3), r(high, 3)]
-    memory = {}
+        results[label] = {"concurrency": concurrency, "stream": stream, **by_group(variants, per_variant)}
+    memory_processes = {}
     for v in variants:
         assert v.proc is not None
-        memory[v.name] = {"after_warmup": idle[v.name], "after_load": procs.tree_rss_mb(v.proc.pid)}
+        memory_processes[v.name] = {"after_warmup": idle[v.name], "after_load": procs.tree_rss_mb(v.proc.pid)}
+    memory = {
+        group: {
+            moment: mean_of([memory_processes[v.name][moment] for v in variants if v.group == group])
+            for moment in ("after_warmup", "after_load")
+        }
+        for group in dict.fromkeys(v.group for v in variants)
+    }
     books_check = check_books(variants)
-    return {"startup_s": startup, "levels": results, "memory": memory, "books_check": books_check}
+    return {
+        "startup_s": startup,
+        "levels": results,
+        "memory": memory,
+        "memory_processes": memory_processes,
+        "books_check": books_check,
+    }
+
+
+def by_group(variants: list[Variant], per_process: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """One level's figures per variant, from the rounds of all its processes; beside them
+    each process's own req/s (``processes_rps``), and the ratio's interval against the
+    rounds of all of ``without``'s."""
+    groups: dict[str, list[str]] = {}
+    for v in variants:
+        groups.setdefault(v.group, []).append(v.name)
+    out: dict[str, Any] = {}
+    for group, names in groups.items():
+        rounds = [x for name in names for x in per_process[name]]
+        out[group] = summarize(rounds)
+        out[group]["processes_rps"] = [summarize(per_process[name])["rps"] for name in names]
+    if "without" in groups:
+        base = [(x["ok"], x["elapsed_s"]) for name in groups["without"] for x in per_process[name]]
+        for group, names in groups.items():
+            if group != "without":
+                rates = [(x["ok"], x["elapsed_s"]) for name in names for x in per_process[name]]
+                low, high = rate_ratio_interval(rates, base)
+                out[group]["x_without_interval"] = [r(low, 3), r(high, 3)]
+    return out
+
+
+def mean_of(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean of each number across ``samples`` (one process's memory figures each)."""
+    if len(samples) == 1:
+        return samples[0]
+    return {key: r(sum(s[key] for s in samples) / len(samples), 1) for key in samples[0]}
 
 
 def check_books(variants: list[Variant]) -> dict[str, dict[str, Any]]:

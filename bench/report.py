@@ -199,6 +199,7 @@ def sections(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
                         str(x["requests"]),
                         str(x["errors"]),
                         " ".join(_fmt(v, 0) for v in x["rounds_rps"]),
+                        " ".join(_fmt(v, 1) for v in x.get("processes_rps", [])),
                         f"{x.get('full_gcs', 0)} ({_fmt(x.get('full_gc_s', 0.0), 2)} s)",
                     ]
                 )
@@ -220,6 +221,7 @@ def sections(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
                     "requests",
                     "errors",
                     "req/s per round",
+                    "req/s of each process",
                     "full GCs in rounds",
                 ],
                 rows,
