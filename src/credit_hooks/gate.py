@@ -432,7 +432,8 @@ class CreditGate:
         )
         try:
             if self._recorder is not None and call is not None and not call.offline:
-                await self._recorder.record(pending)
+                # alone: no other call of this process is between its pre-call and its charge
+                await self._recorder.record(pending, alone=len(self._open) == 1)
                 settlement = self._estimate(pending, call)
             else:
                 settlement = await self.run(self._charge, pending, call)

@@ -4,7 +4,7 @@ its fsync itself and times it to judge the disk.
 ``os.fdatasync`` lets go of the interpreter lock for the call and takes it back after,
 so the time around it also holds the wait for whichever thread ran Python meanwhile:
 at concurrency 16 the journal's writer building a batch, or LiteLLM's threads, held it
-for up to their 5 ms switch interval, and a 0.1 ms disk read as 0.5-5 ms. Kept through
+for up to their 5 ms switch interval, and a 0.08 ms disk read as 0.5-2.6 ms. Kept through
 the call, the time is the disk's. The other threads wait for the call: right for a
 loop, which can do nothing else meanwhile; wrong for threads that share fsyncs by
 writing their lines during one (``SettleJournal.record``), which let it go.

@@ -285,6 +285,12 @@ class SettleJournal:
         """Whether an fsync (or a rotation) runs now: a caller waiting for it would block."""
         return self._syncing
 
+    @property
+    def loop_may_sync(self) -> bool:
+        """Whether a caller on an event loop may wait for an fsync itself at all
+        (``fast_sync_seconds`` 0: never)."""
+        return self._fast_sync > 0
+
     def syncs_fast(self) -> bool:
         """Whether a ``record`` now would take about one quick fsync: none is running and
         the disk's recent ones took under ``fast_sync_seconds`` (0: never), as the low end

@@ -66,3 +66,27 @@ def test_concurrent_journaled_charges_land_once_each(
     finally:
         journal.close()
         gate.close()
+
+
+def test_one_call_at_a_time_waits_for_its_fsync_on_the_loop_even_on_a_slow_disk(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    # every disk is slower than this: the journal judges it slow from the timings at open
+    journal = SettleJournal(ledger, tmp_path / "journal", fast_sync_seconds=1e-9)
+    gate = make_gate(ledger, tmp_path, Clock(datetime(2027, 2, 10, tzinfo=UTC)), journal=journal)
+    try:
+        account = ledger.open_account("user", "quiet", tier="business")
+        ledger.grant(account.id, 100_000_000, source="purchase")
+        assert not journal.syncs_fast()
+        settlements = [_all_at_once(gate, account, 1)[0] for _ in range(WARM_UP)]
+        # alone in flight, each waited on the loop: a hand-off would only have added its cost
+        assert journal.stats.fsyncs == WARM_UP and journal.stats.fsyncs_handed_off == 0
+        settlements += _all_at_once(gate, account, CALLS)
+        assert 0 < journal.stats.fsyncs_handed_off < CALLS  # together: off the loop, shared
+        assert all(s is not None and s.journaled for s in settlements)
+        assert journal.flush(10)
+        assert len(ledger.usage(account.id, limit=100)) == WARM_UP + CALLS
+        assert ledger.audit() == []
+    finally:
+        journal.close()
+        gate.close()

@@ -187,3 +187,48 @@ def test_on_a_quick_disk_the_calls_of_one_pass_of_the_loop_share_one_fsync_on_it
     finally:
         quick.close()
         pool.shutdown()
+
+
+@sqlite_only
+def test_a_call_alone_on_the_loop_waits_for_a_slow_disks_fsync_itself(
+    ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = funded(ledger, 100 * CR)
+    charges = _charges(ledger, account, 4)
+    # every disk is slower than this: judged slow from the timings at open on
+    slow = SettleJournal(ledger, tmp_path / "slow", fast_sync_seconds=1e-9)
+    never = SettleJournal(ledger, tmp_path / "never", fast_sync_seconds=0.0)
+    pool = ThreadPoolExecutor(4)
+    synced_on: list[str] = []
+
+    def fdatasync(fd: int) -> None:
+        synced_on.append(threading.current_thread().name)
+        real(fd)
+
+    real = fake_fsyncs(monkeypatch, fdatasync)
+
+    async def one_at_a_time() -> str:
+        recorder = LoopRecorder(slow, pool)
+        for charge in charges[:3]:
+            line = await recorder.record(charge, alone=True)  # nothing else to do meanwhile
+            assert slow.on_disk(line)
+        await recorder.record(charges[3])  # other calls in flight: the loop goes on
+        return threading.current_thread().name
+
+    async def never_on_the_loop() -> None:
+        await LoopRecorder(never, pool).record(_charges(ledger, account, 1)[0], alone=True)
+
+    try:
+        assert not slow.syncs_fast()
+        loop_thread = _in_a_thread(one_at_a_time)
+        assert synced_on[:3] == [loop_thread] * 3
+        assert len(synced_on) == 4 and synced_on[3] != loop_thread
+        assert slow.stats.fsyncs == 4 and slow.stats.fsyncs_handed_off == 1
+        _in_a_thread(never_on_the_loop)  # CREDITS_JOURNAL_LOOP_SYNC_MS=0 means never
+        assert never.stats.fsyncs_handed_off == never.stats.fsyncs == 1
+        assert slow.flush(10) and never.flush(10)
+        assert ledger.balance(account).balance == 100 * CR - 5 * 1_000
+    finally:
+        slow.close()
+        never.close()
+        pool.shutdown()
