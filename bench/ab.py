@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         for name, database, settings in args.variants:
 
-            def make(process: str, database: str = database, settings: dict[str, str] = settings) -> Any:
+            def make(
+                process: str, database: str = database, settings: dict[str, str] = settings
+            ) -> proxy_bench.Variant:
                 if database == "none":
                     return proxy_bench.Variant(process, False, None, workdir)
                 url = (
