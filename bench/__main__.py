@@ -36,8 +36,8 @@ if __name__ == "__main__":
 from . import apply_bench, hooks_bench, ledger_bench, machine, pg, pg_server, procs, proxy_bench, report
 from .snapshot import drop_snapshot
 
-# the full run took 14 minutes with one process per variant (826-840 s), two add the
-# proxies' start-up and warm-up
+# the full run took 14 minutes with one process per variant (826-840 s), 16 with two
+# (971-974 s: their start-up and warm-up)
 HARD_LIMIT_S = {"quick": 6 * 60, "full": 28 * 60}
 
 
@@ -233,6 +233,7 @@ def proxy_section(
 ) -> dict[str, Any]:
     upstream = proxy_bench.spawn_upstream(client_cpus)
     variants: list[proxy_bench.Variant] = []
+    # any database of the server will do to read its CPU time
     server = pg_server.ServerWatch(new_pg_url()) if new_pg_url else None
 
     def sqlite_url(process: str) -> str:
