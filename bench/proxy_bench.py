@@ -278,7 +278,6 @@ def load(
         argv += ["--request-timeout", str(request_timeout)]
     assert variant.proc is not None
     cpu_before = procs.cpu_times(variant.proc.pid)
-    loop_before = procs.loop_thread_cpu_seconds(variant.proc.pid)
     threads_before = procs.threads(variant.proc.pid)
     gc_before = full_collections(variant)
     server_before = server.sample() if server else None
@@ -300,11 +299,12 @@ def load(
     result: dict[str, Any] = json.loads(out)
     user, system = procs.cpu_times(variant.proc.pid)
     result["proxy_cpu_s"] = user + system - sum(cpu_before)
-    result["proxy_loop_cpu_s"] = procs.loop_thread_cpu_seconds(variant.proc.pid) - loop_before
-    result["proxy_threads"] = {
-        name: asdict(use - threads_before.get(name, procs.ThreadUse()))
+    used = {
+        name: use - threads_before.get(name, procs.ThreadUse())
         for name, use in procs.threads(variant.proc.pid).items()
     }
+    result["proxy_threads"] = {name: asdict(use) for name, use in used.items()}
+    result["proxy_loop_cpu_s"] = used.get("event loop", procs.ThreadUse()).cpu_s
     if server and server_before:
         result.update(pg_server.difference(server_before, server.sample()))
     # the kernel's share: what instruction counts (bench.proxy_instructions) leave out

@@ -251,8 +251,8 @@ class SettleJournal:
         self._sync_or_raise(line, timed=True, keep_lock=False)
 
     def sync_on_loop(self, line: WrittenLine) -> None:
-        """Step two of ``record`` for an event loop that waits for it itself (once
-        ``syncs_fast``): timed, with the interpreter lock kept through the fsync
+        """Step two of ``record`` for an event loop that waits for it itself (the disk
+        quick, or no other call in flight: ``LoopRecorder``): timed, with the interpreter lock kept through the fsync
         (``disk_sync``), so that the time is the disk's and not also the wait to get the
         lock back from the writer or LiteLLM's threads. Nothing of the loop's own can
         write a line meanwhile anyway."""
@@ -297,7 +297,7 @@ class SettleJournal:
         of those waited for tells (``_DISK_RANK``).
         An event loop then records on its own thread rather than paying two thread
         hand-offs. While they are slow it says yes once per ``PROBE_SECONDS``."""
-        if self._syncing or self._fast_sync <= 0:
+        if self._syncing or not self.loop_may_sync:
             return False
         if self._disk_sync < self._fast_sync:
             return True
