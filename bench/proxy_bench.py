@@ -139,6 +139,20 @@ def replicas(make: Callable[[str], Variant], group: str, processes: int) -> list
     return made
 
 
+def interleaved(variants: list[Variant]) -> list[Variant]:
+    """The order of a round: each group's first process, then each group's second, ...
+
+    The host's speed drifts over seconds. With a group's processes one after the other,
+    each group had a block of the round to itself, and the drift went into the ratios:
+    four ``without`` proxies against four more of the same (c=1, 2 s rounds) came out
+    1.108 and, in the next run, 0.957. Spread out, each group samples the whole round."""
+    groups: dict[str, list[Variant]] = {}
+    for v in variants:
+        groups.setdefault(v.group, []).append(v)
+    depth = max(len(members) for members in groups.values())
+    return [members[i] for i in range(depth) for members in groups.values() if i < len(members)]
+
+
 def spawn_upstream(cpus: set[int] | None) -> subprocess.Popen[bytes]:
     """The fake OpenAI-compatible upstream (``bench.fake_upstream``); its port comes on stdout."""
     return procs.spawn(
@@ -400,6 +414,7 @@ def run(
             raise RuntimeError(f"warm-up of {v.name} failed: {w['first_error']}")
         idle[v.name] = procs.tree_rss_mb(v.proc.pid)
     results: dict[str, Any] = {}
+    order = interleaved(variants)
     for concurrency, stream, rounds, round_seconds in levels:
         label = f"c{concurrency}" + ("_stream" if stream else "")
         per_variant: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
@@ -407,7 +422,7 @@ def run(
             # each round starts one variant further on: none is always first after a pause
             # or always right after the same neighbour, whose leftover work (a journal's
             # last batch, PostgreSQL's flush) would land in its round every time
-            for v in variants[n % len(variants) :] + variants[: n % len(variants)]:
+            for v in order[n % len(order) :] + order[: n % len(order)]:
                 per_variant[v.name].append(
                     load(v, concurrency, round_seconds, max_requests, stream, client_cpus, server=server)
                 )

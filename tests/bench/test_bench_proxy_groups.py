@@ -33,6 +33,15 @@ def test_each_process_of_a_variant_has_a_name_of_its_own_and_the_variants_as_gro
     assert proxy_bench.Variant("alone", False, None, Path("/nonexistent")).group == "alone"
 
 
+def test_a_round_takes_each_groups_processes_in_turn_so_no_group_has_a_block_of_it() -> None:
+    variants = (
+        _processes("without", False, 2) + _processes("with_sqlite", True, 2) + _processes("master", True, 1)
+    )
+    order = [v.name for v in proxy_bench.interleaved(variants)]
+    assert order == ["without", "with_sqlite", "master", "without#2", "with_sqlite#2"]
+    assert proxy_bench.interleaved(_processes("alone", False, 1))[0].name == "alone"
+
+
 def test_a_variants_figures_come_from_the_rounds_of_all_its_processes() -> None:
     variants = _processes("without", False, 2) + _processes("with_sqlite", True, 2)
     per_process = {
