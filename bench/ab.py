@@ -143,6 +143,9 @@ def report(out: dict[str, Any], label: str) -> None:
                     f"{t} {v['cpu_ms']} / {v['switches']} / {v['minor_faults']}" for t, v in threads.items()
                 )
             )
+    disk = out.get("disk_fsync_us", {}).get(label)
+    if disk:
+        print(f"  disk between rounds: fdatasync p50 {disk['p50']} µs, p99 {disk['p99']} µs")
     for name, counts in out.get("journal", {}).items():
         print(
             f"  journal {name}: {counts['charges']} charges, {counts['fsyncs']} fsyncs, "

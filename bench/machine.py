@@ -72,6 +72,11 @@ def journal_fsync_us(directory: Path, syncs: int = 400) -> dict[str, float]:
     appended to a file reserved ahead (``posix_fallocate``), then ``fdatasync``. One
     thread recording charges one after another waits for one of these per charge, so
     1 / mean is the most charges per second it can record, whatever the code around."""
+    return fsync_summary(fsync_samples(directory, syncs))
+
+
+def fsync_samples(directory: Path, syncs: int) -> list[float]:
+    """``journal_fsync_us``'s timings, µs each, for callers that pool several probes."""
     path = directory / "fsync-probe"
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     took: list[float] = []
@@ -87,6 +92,10 @@ def journal_fsync_us(directory: Path, syncs: int = 400) -> dict[str, float]:
     finally:
         os.close(fd)
         path.unlink()
+    return took
+
+
+def fsync_summary(took: list[float]) -> dict[str, float]:
     return {
         "p50": round(percentile(took, 50), 1),
         "p99": round(percentile(took, 99), 1),

@@ -34,7 +34,7 @@ from sqlalchemy import func, select
 from ledger import Ledger
 from ledger.tables import UsageEventRow
 
-from . import pg_server, procs
+from . import machine, pg_server, procs
 from .stats import percentile, r, rate_ratio_interval
 
 MASTER_KEY = "sk-bench-master-5d1c0e7b9a3f4e2d8c6b"
@@ -128,9 +128,10 @@ def replicas(make: Callable[[str], Variant], group: str, processes: int) -> list
     """``processes`` proxies of one variant, each built by ``make(process name)`` (its own
     database, journal and log). Two proxy processes of the same code and settings,
     measured in the same rounds, differed by up to 10 % in req/s at c=16 on the bench
-    host, every round alike (2026-12-07: three ``without`` proxies 1.000 / 0.925 / 0.932
-    of the first, with one hash seed); a variant's figures are those of all its processes
-    together, so that one process's luck is not taken for the plugin's cost."""
+    host (2026-12-07: three ``without`` proxies 1.000 / 0.925 / 0.932 of the first, with
+    one hash seed); a variant's figures are those of all its processes together, so that
+    one process's luck is not taken for the plugin's cost. A round takes them in turn
+    with the other groups' (``interleaved``)."""
     made = []
     for index in range(processes):
         variant = make(process_name(group, index))
@@ -387,6 +388,10 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+# fsyncs timed after each round (some 10-30 ms between rounds of 2-4 s)
+FSYNC_PROBES_PER_ROUND = 60
+
+
 def run(
     variants: list[Variant],
     upstream_port: int,
@@ -415,9 +420,11 @@ def run(
         idle[v.name] = procs.tree_rss_mb(v.proc.pid)
     results: dict[str, Any] = {}
     order = interleaved(variants)
+    disk_fsync: dict[str, dict[str, float]] = {}
     for concurrency, stream, rounds, round_seconds in levels:
         label = f"c{concurrency}" + ("_stream" if stream else "")
         per_variant: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
+        disk: list[float] = []
         for n in range(rounds):
             # each round starts one variant further on: none is always first after a pause
             # or always right after the same neighbour, whose leftover work (a journal's
@@ -426,6 +433,9 @@ def run(
                 per_variant[v.name].append(
                     load(v, concurrency, round_seconds, max_requests, stream, client_cpus, server=server)
                 )
+            # one call at a time waits for its journal line's fsync before its response:
+            # the added p50 follows the disk, which is not the same from one hour to the next
+            disk += machine.fsync_samples(order[0].workdir, FSYNC_PROBES_PER_ROUND)
             log(
                 f"  {label} round {n + 1}/{rounds}: "
                 + ", ".join(
@@ -433,6 +443,7 @@ def run(
                 )
             )
         results[label] = {"concurrency": concurrency, "stream": stream, **by_group(variants, per_variant)}
+        disk_fsync[label] = machine.fsync_summary(disk)
     memory_processes = {}
     for v in variants:
         assert v.proc is not None
@@ -448,6 +459,8 @@ def run(
     return {
         "startup_s": startup,
         "levels": results,
+        # the journal's disk between the rounds of each level, µs (``machine.journal_fsync_us``)
+        "disk_fsync_us": disk_fsync,
         "memory": memory,
         "memory_processes": memory_processes,
         "books_check": books_check,

@@ -141,6 +141,19 @@ def _journal_row(proxy: str, counts: dict[str, int]) -> list[str]:
     return [proxy, str(charges), str(fsyncs), per_charge, str(counts["fsyncs_off_loop"])]
 
 
+def disk_section(proxy: dict[str, Any]) -> tuple[str, list[str], list[list[str]]] | None:
+    """The journal's disk as timed between the proxy rounds of each level (``proxy_bench.run``)."""
+    disk = proxy.get("disk_fsync_us")
+    if not disk:
+        return None
+    return (
+        "The journal's disk between the proxy rounds: one line's fdatasync, µs "
+        "(a call at concurrency 1 waits for one before its response)",
+        ["level", "p50", "p99", "mean"],
+        [[label, _fmt(d["p50"], 1), _fmt(d["p99"], 1), _fmt(d["mean"], 1)] for label, d in disk.items()],
+    )
+
+
 def sections(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, headers, rows) of every table, shared by the terminal and markdown renderings."""
     out: list[tuple[str, list[str], list[list[str]]]] = []
@@ -227,6 +240,9 @@ def sections(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]
                 rows,
             )
         )
+        disk = disk_section(proxy)
+        if disk:
+            out.append(disk)
         mem_rows = []
         base = proxy["memory"].get("without", {}).get("after_load", {}).get("rss_mb")
         for name, mm in proxy["memory"].items():
