@@ -150,7 +150,7 @@ def interleaved(variants: list[Variant]) -> list[Variant]:
     groups: dict[str, list[Variant]] = {}
     for v in variants:
         groups.setdefault(v.group, []).append(v)
-    depth = max(len(members) for members in groups.values())
+    depth = max((len(members) for members in groups.values()), default=0)
     return [members[i] for i in range(depth) for members in groups.values() if i < len(members)]
 
 
@@ -388,7 +388,7 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-# fsyncs timed after each round (some 10-30 ms between rounds of 2-4 s)
+# fsyncs timed after each round: 6-15 ms of the disk's time between rounds of 2-4 s
 FSYNC_PROBES_PER_ROUND = 60
 
 
@@ -426,7 +426,7 @@ def run(
         per_variant: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
         disk: list[float] = []
         for n in range(rounds):
-            # each round starts one variant further on: none is always first after a pause
+            # each round starts one process further on: none is always first after a pause
             # or always right after the same neighbour, whose leftover work (a journal's
             # last batch, PostgreSQL's flush) would land in its round every time
             for v in order[n % len(order) :] + order[: n % len(order)]:

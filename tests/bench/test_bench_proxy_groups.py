@@ -40,6 +40,7 @@ def test_a_round_takes_each_groups_processes_in_turn_so_no_group_has_a_block_of_
     order = [v.name for v in proxy_bench.interleaved(variants)]
     assert order == ["without", "with_sqlite", "master", "without#2", "with_sqlite#2"]
     assert proxy_bench.interleaved(_processes("alone", False, 1))[0].name == "alone"
+    assert proxy_bench.interleaved([]) == []
 
 
 def test_a_variants_figures_come_from_the_rounds_of_all_its_processes() -> None:
