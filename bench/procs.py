@@ -158,11 +158,9 @@ def cpu_seconds_of(pids: Sequence[int]) -> float:
 
 
 def loop_thread_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid``'s main thread: in the proxy, the event loop's.
-
-    Python 3.11 does not name its threads for the kernel, so the others (the ledger's
-    pool, the journal's writer, LiteLLM's) are told apart only as the rest."""
-    return sum(_cpu_times([Path(f"/proc/{pid}/task/{pid}/stat")]))
+    """User + system CPU time of ``pid``'s main thread: in the proxy, the event loop's
+    (``threads``' "event loop", which a round reads with the other threads at once)."""
+    return threads(pid).get("event loop", ThreadUse()).cpu_s
 
 
 _SWITCH_FIELDS = ("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")

@@ -252,10 +252,10 @@ class SettleJournal:
 
     def sync_on_loop(self, line: WrittenLine) -> None:
         """Step two of ``record`` for an event loop that waits for it itself (the disk
-        quick, or no other call in flight: ``LoopRecorder``): timed, with the interpreter lock kept through the fsync
-        (``disk_sync``), so that the time is the disk's and not also the wait to get the
-        lock back from the writer or LiteLLM's threads. Nothing of the loop's own can
-        write a line meanwhile anyway."""
+        quick, or no other call in flight: ``LoopRecorder``): timed, with the interpreter
+        lock kept through the fsync (``disk_sync``), so that the time is the disk's and
+        not also the wait to get the lock back from the writer or LiteLLM's threads.
+        Nothing of the loop's own can write a line meanwhile anyway."""
         self._sync_or_raise(line, timed=True, keep_lock=True)
 
     def sync_to(self, line: WrittenLine) -> None:
