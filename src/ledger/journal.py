@@ -69,10 +69,14 @@ SEGMENT_LINES = 50_000
 # quarter of a one-thread cycle (0.14 against 0.10 ms here), more under load.
 PREALLOCATE_BYTES = 4 << 20
 # A caller on an event loop may wait for the fsync on the loop itself while the disk
-# syncs faster than this (``syncs_fast``): handing the wait to a thread and back cost
-# about 0.1 ms of wall and CPU time per call on the benchmark's 2-core VM, more than the
-# fdatasync (0.06-0.1 ms). A slower disk (a network volume) must not stall the loop.
-FAST_SYNC_SECONDS = 0.0005
+# syncs faster than this (``syncs_fast``). A hand-off to a thread and back costs more
+# than its 0.1 ms on a busy proxy: the thread then needs the interpreter lock twice
+# from a loop that holds it. At 16 calls at a time on the benchmark's 2-core VM, the
+# loop's own fsyncs read 0.45-0.66 ms (the disk alone: 0.15), so a 0.5 ms bound sent
+# 97 % of them off the loop, at +0.94 ms of CPU and +8.8 context switches per request
+# over the proxy without the plugin; with every fsync on the loop, +0.23 ms and +2.3
+# (PostgreSQL: +2.02 against +1.51 ms). A network volume's (several ms) stays off it.
+FAST_SYNC_SECONDS = 0.002
 # Only fsyncs a caller waited for on its own thread say how fast the disk is. One run on
 # a pool for an event loop is timed until that thread has the interpreter lock back,
 # which a busy loop holds for up to its switch interval (5 ms): timing those too had

@@ -101,15 +101,15 @@ def test_the_journal_waits_as_long_as_configured(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("CREDITS_SETTLE_MODE", "journal")
     monkeypatch.setenv("CREDITS_ESCROW", "off")
     monkeypatch.setenv("CREDITS_JOURNAL_DIR", str(tmp_path / "journal"))
-    monkeypatch.setenv("CREDITS_JOURNAL_LINGER_MS", "250")
-    monkeypatch.setenv("CREDITS_JOURNAL_LOOP_SYNC_MS", "2")
+    monkeypatch.setenv("CREDITS_JOURNAL_LINGER_MS", "400")
+    monkeypatch.setenv("CREDITS_JOURNAL_LOOP_SYNC_MS", "3")
     ledger = Ledger(f"sqlite:///{tmp_path / 'books.db'}")
     ledger.create_schema()
     journal, escrow = _fast_paths(load_settings(), ledger)
     try:
         assert journal is not None and escrow is None
-        assert journal.linger_seconds == 0.25
-        assert journal.fast_sync_seconds == 0.002
+        assert journal.linger_seconds == 0.4
+        assert journal.fast_sync_seconds == 0.003
     finally:
         if journal is not None:
             journal.close()
