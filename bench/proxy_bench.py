@@ -412,7 +412,7 @@ def run(
     for v in variants:
         launch(v, upstream_port, proxy_cpus)
     # all of them import LiteLLM at once on the proxies' core: the first is up after
-    # 60-120 s on the bench's VM, and a full run starts eight
+    # 60-170 s on the bench's VM, and a full run starts fourteen
     startup = {v.name: r(wait_ready(v, STARTUP_SECONDS), 1) for v in variants}
     log("  proxies up: " + ", ".join(f"{k} {s}s" for k, s in startup.items()))
     idle = {}
