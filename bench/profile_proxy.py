@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
                     proxy_bench.prepare_books(v)
                 proxy_bench.launch(v, port, proxy_cpus)
             for v in variants:
-                proxy_bench.wait_ready(v, 120)
+                proxy_bench.wait_ready(v, proxy_bench.STARTUP_SECONDS)
                 warm = proxy_bench.load(v, 4, 60, 300, False, client_cpus)
                 if warm["errors"]:
                     raise RuntimeError(f"warm-up of {v.name} failed: {warm['first_error']}")

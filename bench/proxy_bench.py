@@ -236,6 +236,8 @@ def full_collections(variant: Variant) -> tuple[int, float]:
     return int(totals["full"]), float(totals["seconds"])
 
 
+# how long a proxy may take to answer its liveliness check: those started together import
+# LiteLLM at once on the proxies' core (a full run's first of fourteen took 164 s)
 STARTUP_SECONDS = 300.0
 
 
@@ -411,8 +413,6 @@ def run(
             prepare_books(v)
     for v in variants:
         launch(v, upstream_port, proxy_cpus)
-    # all of them import LiteLLM at once on the proxies' core: the first is up after
-    # 60-170 s on the bench's VM, and a full run starts fourteen
     startup = {v.name: r(wait_ready(v, STARTUP_SECONDS), 1) for v in variants}
     log("  proxies up: " + ", ".join(f"{k} {s}s" for k, s in startup.items()))
     idle = {}
