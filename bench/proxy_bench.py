@@ -449,17 +449,22 @@ def run(
             )
         results[label] = {"concurrency": concurrency, "stream": stream, **by_group(variants, per_variant)}
         disk_fsync[label] = machine.fsync_summary(disk)
-    memory_processes = {}
+    memory_processes: dict[str, dict[str, Any]] = {}
     for v in variants:
-        assert v.proc is not None
-        memory_processes[v.name] = {"after_warmup": idle[v.name], "after_load": procs.tree_rss_mb(v.proc.pid)}
-    memory = {
-        group: {
-            moment: mean_of([memory_processes[v.name][moment] for v in variants if v.group == group])
-            for moment in ("after_warmup", "after_load")
-        }
-        for group in dict.fromkeys(v.group for v in variants)
-    }
+        assert v.proc is not None and v.log_path is not None
+        code = v.proc.poll()
+        if code is None:
+            memory_processes[v.name] = {
+                "after_warmup": idle[v.name],
+                "after_load": procs.tree_rss_mb(v.proc.pid),
+            }
+            continue
+        memory_processes[v.name] = {"after_warmup": idle[v.name], "after_load": None, "exit_code": code}
+        log(
+            f"  {v.name} exited with code {code} before the end (its memory is left out); its log ends:\n"
+            + v.log_path.read_text(errors="replace")[-3000:]
+        )
+    memory = group_memory(variants, memory_processes)
     books_check = check_books(variants)
     return {
         "startup_s": startup,
@@ -491,6 +496,29 @@ def by_group(variants: list[Variant], per_process: dict[str, list[dict[str, Any]
                 rates = [(x["ok"], x["elapsed_s"]) for name in names for x in per_process[name]]
                 low, high = rate_ratio_interval(rates, base)
                 out[group]["x_without_interval"] = [r(low, 3), r(high, 3)]
+    return out
+
+
+def group_memory(
+    variants: list[Variant], memory_processes: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Per group, the mean memory of its processes still running after the load.
+
+    A process that exited has no memory to read (``/proc`` then reads as 0 MB): counted
+    in, one ``without`` proxy that died in the last round (s51) halved its group's mean
+    and made every plugin variant look 228 MB heavier. A group with none left is omitted.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for group in dict.fromkeys(v.group for v in variants):
+        alive = [
+            memory_processes[v.name]
+            for v in variants
+            if v.group == group and memory_processes[v.name]["after_load"] is not None
+        ]
+        if alive:
+            out[group] = {
+                moment: mean_of([m[moment] for m in alive]) for moment in ("after_warmup", "after_load")
+            }
     return out
 
 

@@ -74,3 +74,24 @@ def test_a_variants_memory_is_the_mean_of_its_processes() -> None:
         "processes": 1.0,
     }
     assert proxy_bench.mean_of([one]) is one
+
+
+def test_a_process_that_exited_is_left_out_of_its_variants_memory() -> None:
+    variants = _processes("without", False, 2) + _processes("with_sqlite", True, 1)
+    live = {"rss_mb": 377.8, "main_rss_mb": 377.8, "peak_main_rss_mb": 377.8, "processes": 1}
+    warm = {"rss_mb": 331.3, "main_rss_mb": 331.3, "peak_main_rss_mb": 331.3, "processes": 1}
+    plugin = {"rss_mb": 417.2, "main_rss_mb": 417.2, "peak_main_rss_mb": 417.2, "processes": 1}
+    memory = proxy_bench.group_memory(
+        variants,
+        {
+            "without": {"after_warmup": warm, "after_load": live},
+            "without#2": {"after_warmup": warm, "after_load": None, "exit_code": 1},
+            "with_sqlite": {"after_warmup": warm, "after_load": plugin},
+        },
+    )
+    assert memory["without"]["after_load"]["rss_mb"] == 377.8  # not (377.8 + 0) / 2
+    assert memory["with_sqlite"]["after_load"]["rss_mb"] == 417.2
+    gone = proxy_bench.group_memory(
+        variants[:1], {"without": {"after_warmup": warm, "after_load": None, "exit_code": -9}}
+    )
+    assert gone == {}
