@@ -25,7 +25,6 @@ held in the escrow until the escrow expires (conservative), as any loan of a dea
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from typing import Final
 from pricing.errors import InvalidOperation
 
 from .escrow import EscrowBook
+from .ids import new_hold_id
 from .types import Hold
 
 log = logging.getLogger("credits.escrow")
@@ -128,7 +128,7 @@ class LeasedBook:
         lease = block.lease
         # built directly, not with dataclasses.replace: this runs once per call
         loan = Hold(
-            os.urandom(16).hex(),  # what uuid4().hex is made of, without the UUID object
+            new_hold_id(),  # in time order, as every hold id (``ledger.ids``)
             lease.account_id,
             micro,
             "open",
