@@ -45,10 +45,12 @@ def test_a_forked_child_does_not_hand_out_the_ids_its_parent_does() -> None:
     new_hold_id()  # a block is open in the parent, most of it not handed out yet
     read, write = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: its next ids, then gone
-        os.close(read)
-        os.write(write, "".join(new_hold_id()[12:] for _ in range(10)).encode())
-        os._exit(0)
+    if pid == 0:  # the child: its next ids, then gone, whatever happens (never back into pytest)
+        try:
+            os.close(read)
+            os.write(write, "".join(new_hold_id()[12:] for _ in range(10)).encode())
+        finally:
+            os._exit(0)
     os.close(write)
     with os.fdopen(read) as pipe:
         text = pipe.read()
