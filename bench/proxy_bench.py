@@ -241,15 +241,20 @@ def full_collections(variant: Variant) -> tuple[int, float]:
 STARTUP_SECONDS = 300.0
 
 
+def log_tail(variant: Variant) -> str:
+    """The end of a proxy's log, for an error that says why it is gone."""
+    assert variant.log_path is not None
+    return variant.log_path.read_text(errors="replace")[-3000:]
+
+
 def wait_ready(variant: Variant, timeout: float) -> float:
-    assert variant.proc is not None and variant.log_path is not None
+    assert variant.proc is not None
     start = time.monotonic()
     deadline = start + timeout
     while time.monotonic() < deadline:
         if variant.proc.poll() is not None:
             raise RuntimeError(
-                f"proxy {variant.name} exited with {variant.proc.returncode}:\n"
-                + variant.log_path.read_text(errors="replace")[-3000:]
+                f"proxy {variant.name} exited with {variant.proc.returncode}:\n" + log_tail(variant)
             )
         try:
             if httpx.get(f"{variant.base_url}/health/liveliness", timeout=1).status_code == 200:
@@ -257,10 +262,7 @@ def wait_ready(variant: Variant, timeout: float) -> float:
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
-    raise RuntimeError(
-        f"proxy {variant.name} not up after {timeout}s:\n"
-        + variant.log_path.read_text(errors="replace")[-3000:]
-    )
+    raise RuntimeError(f"proxy {variant.name} not up after {timeout}s:\n" + log_tail(variant))
 
 
 def load(
@@ -451,19 +453,15 @@ def run(
         disk_fsync[label] = machine.fsync_summary(disk)
     memory_processes: dict[str, dict[str, Any]] = {}
     for v in variants:
-        assert v.proc is not None and v.log_path is not None
+        assert v.proc is not None
         code = v.proc.poll()
-        if code is None:
-            memory_processes[v.name] = {
-                "after_warmup": idle[v.name],
-                "after_load": procs.tree_rss_mb(v.proc.pid),
-            }
-            continue
-        memory_processes[v.name] = {"after_warmup": idle[v.name], "after_load": None, "exit_code": code}
-        log(
-            f"  {v.name} exited with code {code} before the end (its memory is left out); its log ends:\n"
-            + v.log_path.read_text(errors="replace")[-3000:]
-        )
+        gone = {} if code is None else {"exit_code": code}
+        after_load = procs.tree_rss_mb(v.proc.pid) if code is None else None
+        memory_processes[v.name] = {"after_warmup": idle[v.name], "after_load": after_load, **gone}
+        if code is not None:
+            log(
+                f"  {v.name} exited with code {code} before the end (its memory is left out):\n" + log_tail(v)
+            )
     memory = group_memory(variants, memory_processes)
     books_check = check_books(variants)
     return {
