@@ -15,6 +15,12 @@ give-back returns what its calls did not use (``block amount - sum of charges``,
 a call costing more than its loan makes smaller, even negative, as the shared book
 expects), so Redis never counts credit the charges have taken.
 
+A hot account never waits for Redis: once its block is down to a quarter of its calls
+(``LOW_WATER``), the next block is leased in the background, and the call that finds
+the old one spent lends from the new one at once. Without it, one call in
+``calls_per_block`` waited for two round trips (the new block's loan, the old one's
+give-back): off the event loop, a thread hand-off each way too.
+
 Why it cannot overspend: a block lends only what it leased, and stops lending before
 its escrow's lending deadline (and after ``block_seconds`` in any case), so nothing is
 lent from an escrow the database may have expired. What a block holds while its
@@ -25,6 +31,7 @@ held in the escrow until the escrow expires (conservative), as any loan of a dea
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +49,7 @@ log = logging.getLogger("credits.escrow")
 
 CALLS_PER_BLOCK: Final = 50
 BLOCK_SECONDS: Final = 30.0
+LOW_WATER: Final = 0.25  # a block with this share of its calls left has its successor leased
 
 
 @dataclass(slots=True)
@@ -66,15 +74,24 @@ class LeasedBook:
         *,
         calls_per_block: int = CALLS_PER_BLOCK,
         block_seconds: float = BLOCK_SECONDS,
+        low_water: float = LOW_WATER,
     ) -> None:
-        if calls_per_block < 1 or block_seconds <= 0:
-            raise InvalidOperation("calls_per_block must be >= 1 and block_seconds > 0")
+        if calls_per_block < 1 or block_seconds <= 0 or not 0 <= low_water <= 1:
+            raise InvalidOperation(
+                "calls_per_block must be >= 1, block_seconds > 0 and low_water from 0 to 1"
+            )
         self.shared = shared
         self._calls = calls_per_block
         self._seconds = block_seconds
+        # in worst cases of the call that finds the block this low; 0: never lease ahead
+        self._low_water = math.ceil(calls_per_block * low_water)
         self._lock = threading.Lock()
+        self._leased = threading.Condition(self._lock)  # a lease ahead ended
         self._blocks: dict[int, _Block] = {}  # account -> the block it lends from now
+        self._ahead: dict[int, _Block] = {}  # account -> the block leased to lend from next
+        self._leasing: set[int] = set()  # accounts whose next block is being leased
         self._lent: dict[str, _Block] = {}  # loan id -> its block
+        self._closed = False
 
     # -- lending ----------------------------------------------------------------------
 
@@ -82,18 +99,18 @@ class LeasedBook:
         """A loan from this process's block for the account, or None (then ``lend``)."""
         if micro <= 0:
             return None
+        done: list[_Block] = []
+        ahead = False
         with self._lock:
-            block = self._blocks.get(account_id)
-            if block is None or block.retired or block.remaining < micro:
-                return None
-            if time.monotonic() < block.deadline:
-                return self._loan(block, micro, reference)
-            # past its deadline: lends no more; handed back once its last call is done
-            self._retire(account_id, block)
-            idle = block.inflight == 0
-        if idle:
-            self._in_background(self._close, block)
-        return None
+            block = self._lending(account_id, micro, done)
+            loan = None if block is None else self._loan(block, micro, reference)
+            if block is not None:
+                ahead = self._runs_low(account_id, block, micro)
+        for spent in done:
+            self._in_background(self._close, spent)
+        if ahead:
+            self._in_background(self._lease_ahead, account_id, micro, reference)
+        return loan
 
     def lend(self, account_id: int, micro: int, *, reference: str = "") -> Hold | None:
         """``lend_now``, else lease a new block (one loan of the shared book), else one
@@ -104,23 +121,76 @@ class LeasedBook:
         lease = self.shared.lend(account_id, micro * self._calls, reference=reference)
         if lease is None:
             return self.shared.lend(account_id, micro, reference=reference)
+        block = self._new_block(lease)
+        done: list[_Block] = []
+        with self._lock:
+            old = self._blocks.get(account_id)
+            if old is not None:
+                self._retire(account_id, old, done)
+            self._blocks[account_id] = block
+            loan = self._loan(block, micro, reference)
+        for spent in done:
+            self._close(spent)
+        return loan
+
+    def _lending(self, account_id: int, micro: int, done: list[_Block]) -> _Block | None:
+        """The block that can lend ``micro`` now: the current one, else the one leased
+        ahead (which then replaces it). Blocks past their deadline are retired on the
+        way; those with no call left go to ``done``, to be handed back."""
+        now = time.monotonic()
+        block = self._blocks.get(account_id)
+        if block is not None and now >= block.deadline:
+            # past its deadline: lends no more; handed back once its last call is done
+            self._retire(account_id, block, done)
+            block = None
+        if block is not None and block.remaining >= micro:
+            return block
+        ahead = self._ahead.get(account_id)
+        if ahead is not None and now >= ahead.deadline:
+            del self._ahead[account_id]
+            done.append(ahead)
+            ahead = None
+        if ahead is None or ahead.remaining < micro:
+            return None
+        del self._ahead[account_id]
+        if block is not None:
+            self._retire(account_id, block, done)
+        self._blocks[account_id] = ahead
+        return ahead
+
+    def _runs_low(self, account_id: int, block: _Block, micro: int) -> bool:
+        """Whether to lease the account's next block now (at most one at a time)."""
+        if self._low_water == 0 or block.remaining >= micro * self._low_water:
+            return False
+        if account_id in self._ahead or account_id in self._leasing or self._closed:
+            return False
+        self._leasing.add(account_id)
+        return True
+
+    def _lease_ahead(self, account_id: int, micro: int, reference: str) -> None:
+        """Lease the account's next block (a background job): lent from once the
+        current one is spent. None from the shared book leaves things as they were."""
+        block = None
+        try:
+            lease = self.shared.lend(account_id, micro * self._calls, reference=reference)
+            block = None if lease is None else self._new_block(lease)
+        finally:
+            with self._lock:
+                self._leasing.discard(account_id)
+                if block is not None and not self._closed and account_id not in self._ahead:
+                    self._ahead[account_id] = block
+                    block = None
+                self._leased.notify_all()
+        if block is not None:
+            self._close(block)  # the book closed meanwhile
+
+    def _new_block(self, lease: Hold) -> _Block:
         deadline = time.monotonic() + self._seconds
         if lease.escrow_hold_id is not None:
             # never past the moment the shared book itself stops lending from the escrow
             lends_until = lease.expires_at - timedelta(seconds=self.shared.lend_margin_seconds)
             deadline = min(deadline, time.monotonic() + (lends_until - lease.created_at).total_seconds())
-        block = _Block(lease=lease, deadline=deadline, remaining=lease.amount)
-        with self._lock:
-            old = self._blocks.get(account_id)
-            closing = None
-            if old is not None and not old.retired:
-                self._retire(account_id, old)
-                closing = old if old.inflight == 0 else None
-            self._blocks[account_id] = block
-            loan = self._loan(block, micro, reference)
-        if closing is not None:
-            self._close(closing)
-        return loan
+        return _Block(lease=lease, deadline=deadline, remaining=lease.amount)
 
     def _loan(self, block: _Block, micro: int, reference: str) -> Hold:
         block.remaining -= micro
@@ -146,17 +216,24 @@ class LeasedBook:
         self._lent[loan.id] = block
         return loan
 
-    def _retire(self, account_id: int, block: _Block) -> None:
+    def _retire(self, account_id: int, block: _Block, done: list[_Block]) -> None:
+        """``block`` lends no more; it goes to ``done`` if no call of it is in flight
+        (the last one's give-back hands it back otherwise)."""
         block.retired = True
         if self._blocks.get(account_id) is block:
             del self._blocks[account_id]
+        if block.inflight == 0:
+            done.append(block)
 
     def unlent(self, account_id: int) -> int:
         """The shared escrow's unlent credit and this process's block's (other replicas'
         blocks count as lent until they come back)."""
         with self._lock:
-            block = self._blocks.get(account_id)
-            own = block.remaining if block is not None and not block.retired else 0
+            own = sum(
+                b.remaining
+                for b in (self._blocks.get(account_id), self._ahead.get(account_id))
+                if b is not None and not b.retired
+            )
         return self.shared.unlent(account_id) + own
 
     # -- giving back ------------------------------------------------------------------
@@ -192,8 +269,8 @@ class LeasedBook:
         """The block back to the shared book: what its calls used is what it used."""
         self.shared.give_back(block.lease, block.used)
 
-    def _in_background(self, job: Callable[[_Block], None], block: _Block) -> None:
-        self.shared.in_background(job, block)
+    def _in_background(self, job: Callable[..., None], *args: object) -> None:
+        self.shared.in_background(job, *args)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -201,15 +278,25 @@ class LeasedBook:
     def store(self) -> object:
         return self.shared.store
 
-    def wait_refills(self) -> None:
+    def wait_refills(self, timeout: float = 30.0) -> None:
+        """Return once the leases ahead and the shared book's refills started so far
+        are done (tests; the audit reads the books at rest)."""
+        with self._leased:
+            self._leased.wait_for(lambda: not self._leasing, timeout)
         self.shared.wait_refills()
 
     def close(self) -> None:
-        """Hand back every idle block (busy ones stay lent until their escrow expires)."""
+        """Hand back every idle block and every block leased ahead (busy ones stay lent
+        until their escrow expires); a lease ahead still under way is handed back when
+        it ends, before the shared book closes."""
+        idle: list[_Block] = []
         with self._lock:
-            idle = [b for b in self._blocks.values() if b.inflight == 0]
-            for account_id in [a for a, b in self._blocks.items() if b.inflight == 0]:
-                self._retire(account_id, self._blocks[account_id])
+            self._closed = True
+            for account_id, block in list(self._blocks.items()):
+                if block.inflight == 0:
+                    self._retire(account_id, block, idle)
+            idle.extend(self._ahead.values())
+            self._ahead.clear()
         for block in idle:
             self._close(block)
         self.shared.close()

@@ -10,7 +10,7 @@ from ledger_testlib import CR, USAGE, funded
 
 from ledger import Hold, Ledger
 from ledger.escrow import EscrowBook
-from ledger.escrow_lease import LeasedBook
+from ledger.escrow_lease import LOW_WATER, LeasedBook
 from ledger.escrow_memory import MemoryEscrowStore
 from ledger.escrow_redis import RedisEscrowStore
 from ledger.escrow_store import EscrowStore
@@ -18,11 +18,19 @@ from ledger.escrow_store import EscrowStore
 MakeLeased = Callable[..., LeasedBook]
 
 
+class _SharedMemoryStore(MemoryEscrowStore):
+    """The "replicas" of a test share one store in memory: one of them closing must
+    not wipe what the others find in it (as a Redis store's close does not)."""
+
+    def close(self) -> None:
+        pass
+
+
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 def make_leased(request: pytest.FixtureRequest) -> Iterator[MakeLeased]:
     """Leased books over shared books; with Redis every shared book is on the test's keys."""
     if request.param == "memory":
-        shared_store: EscrowStore = MemoryEscrowStore()  # one store: "replicas" share it
+        shared_store: EscrowStore = _SharedMemoryStore()  # one store: "replicas" share it
 
         def store() -> EscrowStore:
             return shared_store
@@ -35,10 +43,14 @@ def make_leased(request: pytest.FixtureRequest) -> Iterator[MakeLeased]:
 
     made: list[LeasedBook] = []
 
-    def make(ledger: Ledger, *, calls_per_block: int = 5, **options: int) -> LeasedBook:
+    def make(
+        ledger: Ledger, *, calls_per_block: int = 5, low_water: float = LOW_WATER, **options: int
+    ) -> LeasedBook:
         sizing = {"calls_per_escrow": 40, "rich_factor": 2, **options}
         book = LeasedBook(
-            EscrowBook(ledger, store(), ttl_seconds=60, **sizing), calls_per_block=calls_per_block
+            EscrowBook(ledger, store(), ttl_seconds=60, **sizing),
+            calls_per_block=calls_per_block,
+            low_water=low_water,
         )
         made.append(book)
         return book
@@ -71,7 +83,7 @@ def test_unlent_counts_the_shared_escrow_and_this_process_block(
 
 def test_a_block_lends_from_memory_and_goes_back_whole(ledger: Ledger, make_leased: MakeLeased) -> None:
     acc = funded(ledger, 100 * CR)
-    book = make_leased(ledger)
+    book = make_leased(ledger, low_water=0)  # one block at a time: none leased ahead
     first = book.lend(acc, 1000)  # leases a block of 5 x 1000 from the shared escrow
     assert first is not None and first.escrow_hold_id is not None
     escrow = ledger.get_hold(first.escrow_hold_id)
@@ -93,6 +105,55 @@ def test_a_block_lends_from_memory_and_goes_back_whole(ledger: Ledger, make_leas
     # everything not charged went back to the shared escrow: it holds exactly that
     assert ledger.get_hold(escrow.id).amount == escrow.amount - 6 * 300
     assert balance.held == escrow.amount - 6 * 300
+    assert ledger.audit() == []
+
+
+def test_the_next_block_is_leased_ahead_and_lent_without_a_round_trip(
+    ledger: Ledger, make_leased: MakeLeased
+) -> None:
+    acc = funded(ledger, 100 * CR)
+    book = make_leased(ledger, calls_per_block=8)  # low water: 2 calls' worth left
+    first = book.lend(acc, 1000)
+    assert first is not None and first.escrow_hold_id is not None
+    loans = [first] + [book.lend_now(acc, 1000) for _ in range(6)]  # 1000 left: below 2 x 1000
+    book.wait_refills()  # the lease ahead, in the background
+    loans += [book.lend_now(acc, 1000) for _ in range(3)]  # the last of the block, then the next
+    assert all(loan is not None and loan.escrow_hold_id == first.escrow_hold_id for loan in loans)
+    escrow = ledger.get_hold(first.escrow_hold_id)
+    # two blocks are out of the shared escrow, and still the account's own to spend here
+    assert book.unlent(acc) == escrow.amount - 10 * 1000
+    for loan in loans:
+        assert loan is not None
+        _charge(ledger, book, loan, 300)
+    book.close()
+    balance = ledger.balance(acc)
+    assert balance.balance == 100 * CR - 10 * 300
+    assert ledger.get_hold(escrow.id).amount == escrow.amount - 10 * 300
+    assert balance.held == escrow.amount - 10 * 300
+    # both blocks went back whole: another process finds all the escrow's credit unlent
+    assert make_leased(ledger).unlent(acc) == escrow.amount - 10 * 300
+    assert ledger.audit() == []
+
+
+def test_a_block_leased_ahead_and_never_lent_from_goes_back_at_close(
+    ledger: Ledger, make_leased: MakeLeased
+) -> None:
+    acc = funded(ledger, 100 * CR)
+    book = make_leased(ledger, calls_per_block=4)  # low water: 1 call's worth left
+    loans = [book.lend(acc, 1000)] + [book.lend_now(acc, 1000) for _ in range(3)]
+    book.wait_refills()
+    assert all(loan is not None for loan in loans)
+    escrow_id = loans[0].escrow_hold_id if loans[0] is not None else None
+    assert escrow_id is not None
+    amount = ledger.get_hold(escrow_id).amount
+    other = make_leased(ledger)
+    assert other.unlent(acc) == amount - 8 * 1000  # this block and the one leased ahead
+    for loan in loans:
+        assert loan is not None
+        _charge(ledger, book, loan, 700)
+    book.close()
+    assert other.unlent(acc) == amount - 4 * 700
+    assert ledger.balance(acc).held == amount - 4 * 700
     assert ledger.audit() == []
 
 
