@@ -45,15 +45,17 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from pricing.errors import AccountNotFound, BillingUnavailable, CreditsError, HoldNotFound
 
-from . import journal_dirs, settle_batch
+from . import journal_dirs, settle_batch, settle_batch_function
 from .disk_sync import fdatasync_keeping_lock
 from .outbox import Outbox, PendingCharge, apply_one
 from .queued import take_queued
 from .service import Ledger
+from .settle_function import NEEDS_BURN_LOOP, Unavailable
 
 log = logging.getLogger("credits.journal")
 
@@ -118,6 +120,7 @@ class WrittenLine:
 
     segment: _Segment
     number: int
+    text: bytes  # the line as written: the writer hands it to the database as it is
 
 
 @dataclass(slots=True)
@@ -128,6 +131,7 @@ class JournalStats:
     applied: int = 0
     dropped: int = 0
     batches: int = 0
+    batches_in_function: int = 0  # booked by ``settle_batch_function`` (PostgreSQL)
     fsyncs: int = 0
     fsyncs_handed_off: int = 0  # run for a caller waiting on another thread (``sync_to``)
     retries: int = 0
@@ -240,7 +244,7 @@ class SettleJournal:
                 segment.recorded += 1
                 with self._idle:
                     self._outstanding += 1
-                return WrittenLine(segment, self._written)
+                return WrittenLine(segment, self._written, text)
         except OSError as error:
             raise BillingUnavailable(f"settle journal {self.directory}: {error}") from error
 
@@ -278,7 +282,7 @@ class SettleJournal:
     def accept(self, line: WrittenLine, charge: PendingCharge) -> None:
         """Step three of ``record``, once ``line`` is on disk: hand the charge to the writer."""
         self.stats.recorded += 1
-        self._queue.put((line.segment, charge))
+        self._queue.put((line.segment, charge, line.text))
         if self._queue.qsize() >= self._max_batch - 1:
             self._hurry.set()  # a full batch: the writer lingers no more
         if line.segment.recorded >= self._segment_lines:
@@ -458,11 +462,13 @@ class SettleJournal:
             self._hurry.wait(self._linger)
         self._hurry.clear()
 
-    def _apply_until_done(self, batch: list[tuple[_Segment, PendingCharge]]) -> None:
+    def _apply_until_done(self, batch: list[tuple[_Segment, PendingCharge, bytes]]) -> None:
         delay = _RETRY_FIRST_S
+        charges = [charge for _, charge, _ in batch]
+        lines = [text for _, _, text in batch]
         while True:
             try:
-                dropped = apply_charges(self._ledger, [charge for _, charge in batch])
+                dropped = apply_charges(self._ledger, charges, lines, self.stats)
                 break
             except BillingUnavailable as error:
                 # The database is away: keep the batch (it is on disk anyway) and retry.
@@ -480,7 +486,7 @@ class SettleJournal:
         self.stats.batches += 1
         self.stats.applied += len(batch) - dropped
         self.stats.dropped += dropped
-        for segment, _ in batch:
+        for segment, _, _ in batch:
             segment.applied += 1
         self._delete_applied()
         with self._idle:
@@ -576,18 +582,28 @@ def _trim(fd: int, segment: _Segment) -> None:
         segment.allocated = 0
 
 
-def apply_charges(ledger: Ledger, charges: list[PendingCharge]) -> int:
+def apply_charges(
+    ledger: Ledger,
+    charges: list[PendingCharge],
+    lines: list[bytes] | None = None,
+    stats: JournalStats | None = None,
+) -> int:
     """Apply ``charges`` to the ledger, as many as possible in one transaction per batch.
 
-    Returns how many were dropped for good. Raises ``BillingUnavailable`` when the
-    database is away (nothing of the batch may then be assumed written, and applying
-    it again is safe).
+    ``lines``: each charge's line as the journal wrote it, when the caller has them
+    (PostgreSQL books a batch from them). Returns how many were dropped for good. Raises
+    ``BillingUnavailable`` when the database is away (nothing of the batch may then be
+    assumed written, and applying it again is safe).
     """
     dropped = 0
     # a whole segment's worth (the check after a database crash) goes in slices: one
     # statement's ids must stay under SQLite's 32,766 parameters
     rest = [
-        c for i in range(0, len(charges), MAX_BATCH) for c in _apply_batch(ledger, charges[i : i + MAX_BATCH])
+        c
+        for i in range(0, len(charges), MAX_BATCH)
+        for c in _apply_batch(
+            ledger, charges[i : i + MAX_BATCH], None if lines is None else lines[i : i + MAX_BATCH], stats
+        )
     ]
     for charge in rest:
         # The rare paths one by one: a hold already settled, voided, expired or never
@@ -605,15 +621,23 @@ def apply_charges(ledger: Ledger, charges: list[PendingCharge]) -> int:
     return dropped
 
 
-def _apply_batch(ledger: Ledger, batch: list[PendingCharge]) -> list[PendingCharge]:
+def _apply_batch(
+    ledger: Ledger, batch: list[PendingCharge], lines: list[bytes] | None, stats: JournalStats | None
+) -> list[PendingCharge]:
     """Apply in ONE transaction every charge of an open hold and every escrowed charge.
 
     Returns the charges left for the one-by-one paths. The commit does not wait for
     the WAL flush: the journal keeps the lines until ``sync_point`` and a check.
     """
+    now = ledger.now()
+    if ledger.batch_function:
+        charged = _apply_in_function(ledger, batch, lines, now)
+        if charged is not None:
+            if stats is not None:
+                stats.batches_in_function += 1
+            return _left(batch, charged)
     held = [c for c in batch if c.escrow_hold_id is None]
     escrowed = [c for c in batch if c.escrow_hold_id is not None and c.account_id is not None]
-    now = ledger.now()
     try:
         with ledger.core_transaction(flush=False) as conn:
             done = settle_batch.settle(
@@ -631,6 +655,37 @@ def _apply_batch(ledger: Ledger, batch: list[PendingCharge]) -> list[PendingChar
     except Exception as error:  # one bad line must not block the others: one by one
         log.error("settle journal: batch of %d rolled back (%s); applying one by one", len(batch), error)
         return batch
+    return _left(batch, done)
+
+
+def _apply_in_function(
+    ledger: Ledger, batch: list[PendingCharge], lines: list[bytes] | None, now: datetime
+) -> set[str] | None:
+    """The batch in one statement (``settle_batch_function``); the hold ids charged, or
+    None (nothing written) when it is the statements' to book."""
+    try:
+        with ledger.core_statement(flush=False) as conn:
+            return settle_batch_function.settle(
+                conn, batch, lines if lines is not None else [c.to_line() for c in batch], now
+            )
+    except Unavailable as why:
+        if why.args[0] != NEEDS_BURN_LOOP:
+            log.warning(
+                "settle journal: %s is missing (a database not migrated to 0004): "
+                "batches are booked statement by statement",
+                settle_batch_function.NAME,
+            )
+            ledger.batch_function = False
+        return None
+    except CreditsError:
+        raise
+    except Exception as error:  # the statements say which charge it was, if it is one
+        log.error("settle journal: batch of %d not booked in one statement (%s)", len(batch), error)
+        return None
+
+
+def _left(batch: list[PendingCharge], done: set[str]) -> list[PendingCharge]:
+    """The charges of ``batch`` not charged now, for the one-by-one paths."""
     rest: list[PendingCharge] = []
     seen: set[str] = set()
     for charge in batch:

@@ -1,6 +1,7 @@
 """Print the ledger's PostgreSQL DDL: ``python -m ledger.schema_sql > schema.sql``.
 
-Tables, indexes and the settle functions (``ledger.settle_function``).
+Tables, indexes and the settle functions (``ledger.settle_function``,
+``ledger.settle_batch_function``).
 
 ``schema.sql`` is generated, never edited by hand; a test regenerates it and
 compares, so it cannot drift from the models.
@@ -13,7 +14,7 @@ import sys
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from . import settle_function
+from . import settle_batch_function, settle_function
 from .tables import metadata
 
 HEADER = """\
@@ -32,6 +33,8 @@ def render() -> str:
             parts.append(str(CreateIndex(index).compile(dialect=dialect)).strip() + ";\n")
     # the one-round-trip settles (``ledger.settle_function``), as migration 0003 creates them
     parts.append(settle_function.create_sql())
+    # the settle journal's batch in one statement, as migration 0004 creates it
+    parts.append(settle_batch_function.create_sql())
     text = "\n".join(parts)
     # SQLAlchemy's DDL compiler leaves a space before each newline; keep the file clean.
     return "\n".join(line.rstrip() for line in text.split("\n"))

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from pricing.errors import AccountNotFound, InvalidOperation
 
-from . import audit, batch, hotpath, jobs, queries, settle_function
+from . import audit, batch, hotpath, jobs, queries, settle_batch_function, settle_function
 from .engine import UnitOfWork, make_engine
 from .tables import UsageEventRow, metadata
 from .types import Balance, Entry, UsageEvent
@@ -80,6 +80,9 @@ class LedgerBase:
         self._fast = self._engine.dialect.name == "postgresql" or hotpath.SQLITE_HAS_RETURNING
         # PostgreSQL settles through ``settle_function``'s functions until a call finds one missing.
         self._settle_function = self._engine.dialect.name == "postgresql"
+        # and books settle journal batches through ``settle_batch_function`` until a batch
+        # finds it missing (the journal turns this off then)
+        self.batch_function = self._engine.dialect.name == "postgresql"
         self._batch = (
             batch.GroupCommitter(self._engine, max_batch=group_commit_max)
             if group_commit and self._fast
@@ -103,6 +106,7 @@ class LedgerBase:
             metadata.create_all(session.connection())
             if self.dialect == "postgresql":
                 session.connection().exec_driver_sql(settle_function.create_sql())
+                session.connection().exec_driver_sql(settle_batch_function.create_sql())
 
     @property
     def group_commit(self) -> batch.GroupCommitter | None:
@@ -133,6 +137,11 @@ class LedgerBase:
         Outages surface as ``BillingUnavailable``; nothing is committed unless the block ends.
         """
         return self._uow.core() if flush else self._hold_uow.core()
+
+    def core_statement(self, *, flush: bool = True) -> AbstractContextManager[Connection]:
+        """ONE Core statement as its own transaction (on PostgreSQL one round trip, no
+        ``BEGIN`` or ``COMMIT``: ``UnitOfWork.single``); ``flush`` as ``core_transaction``."""
+        return self._uow.single() if flush else self._hold_uow.single()
 
     def sync_point(self) -> None:
         """Return once every commit made so far, async ones included, is flushed to disk.

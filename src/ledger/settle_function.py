@@ -37,7 +37,7 @@ from .types import Settlement, UsageRecord
 # the SQLSTATE a function raises when no single grant covers the charge (class "LC" is
 # not PostgreSQL's, so it cannot be confused with a real error)
 NEEDS_BURN_LOOP = "LC001"
-_UNDEFINED_FUNCTION = "42883"
+UNDEFINED_FUNCTION = "42883"
 
 # the usage event's fields, as ``hotpath.usage_params`` names them
 _USAGE: tuple[tuple[str, str], ...] = (
@@ -143,7 +143,7 @@ END;"""
             row = conn.execute(self.call, params).first()
         except DBAPIError as error:
             state = getattr(error.orig, "sqlstate", None)
-            if state in (NEEDS_BURN_LOOP, _UNDEFINED_FUNCTION):
+            if state in (NEEDS_BURN_LOOP, UNDEFINED_FUNCTION):
                 raise Unavailable(state) from error
             raise
         return None if row is None else tuple(row)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from ledger_testlib import CR, USAGE, fake_fsyncs, funded
@@ -307,12 +308,12 @@ def test_a_segment_whose_charges_the_database_lost_is_applied_again_before_it_go
     real = journal_module.apply_charges
     lost: list[str] = []
 
-    def lose_the_first_batch(book: Ledger, charges: list[PendingCharge]) -> int:
+    def lose_the_first_batch(book: Ledger, charges: list[PendingCharge], *rest: Any) -> int:
         # as if its async commit had been lost in a database crash
         if not lost:
             lost.extend(c.hold_id for c in charges)
             return 0
-        return real(book, charges)
+        return real(book, charges, *rest)
 
     monkeypatch.setattr(journal_module, "apply_charges", lose_the_first_batch)
     journal = SettleJournal(ledger, tmp_path / "journal", segment_lines=3)
@@ -335,9 +336,9 @@ def test_a_whole_segment_is_applied_again_in_batches(ledger: Ledger, monkeypatch
     sizes: list[int] = []
     real = journal_module._apply_batch
 
-    def spy(book: Ledger, batch: list[PendingCharge]) -> list[PendingCharge]:
+    def spy(book: Ledger, batch: list[PendingCharge], *rest: Any) -> list[PendingCharge]:
         sizes.append(len(batch))
-        return real(book, batch)
+        return real(book, batch, *rest)
 
     # a segment re-applied after a database crash holds up to 50,000 charges: one
     # statement for all of them would pass SQLite's limit of 32,766 parameters

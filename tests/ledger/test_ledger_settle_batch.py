@@ -13,8 +13,11 @@ from ledger_testlib import CR, USAGE
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from ledger import Ledger
+from ledger import Ledger, UsageRecord, settle_batch_function
+from ledger.journal import JournalStats, apply_charges
+from ledger.outbox import PendingCharge
 from ledger.settle_batch import LentCharge, OpenCharge, settle
+from ledger.settle_function import NEEDS_BURN_LOOP, Unavailable
 
 # every column of a usage event away from USAGE's values: what each statement writes is
 # compared column by column with what the one-by-one path writes
@@ -176,3 +179,151 @@ def test_the_sqlite_batch_insert_takes_rows_of_one_column_too(tmp_path: Path) ->
         _insert(conn, notes, [{"body": "first"}, {"body": "second"}])
         assert conn.scalars(select(notes.c.body)).all() == ["first", "second"]
     engine.dispose()
+
+
+# -- PostgreSQL: the batch in one statement (``settle_batch_function``) --------------------
+
+ON_POSTGRES = pytest.mark.parametrize(
+    "db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+
+
+def _covered_scenario(ledger: Ledger) -> tuple[list[PendingCharge], set[str]]:
+    """Every account's first live grant covers its charges (the function's case); held
+    and lent calls interleaved, with repeats, a voided hold, a free call, a call
+    charged before, an escrow running out and a lent call without its account.
+
+    Returns the batch and the hold ids it charges."""
+    rich = ledger.open_account("user", "rich", tier="pro")
+    small = ledger.open_account("user", "small", tier="pro")
+    ledger.grant(rich.id, 30 * CR, source="purchase", priority=1, external_ref="r1")
+    ledger.grant(rich.id, 10 * CR, source="purchase", external_ref="r2")
+    ledger.grant(small.id, 5 * CR, source="purchase", external_ref="s1")
+    escrow = ledger.hold(rich.id, 2 * CR, ttl_seconds=60, reference="escrow")
+    holds = sorted(
+        (ledger.hold(rich.id, CR, ttl_seconds=60) for _ in range(3)), key=lambda h: h.id, reverse=True
+    )
+    small_hold = ledger.hold(small.id, 500_000, ttl_seconds=60, reference="gpt-4o")
+    voided = ledger.hold(rich.id, CR, ttl_seconds=60)
+    ledger.void(voided.id)
+    before = "d" * 32
+    ledger.settle_escrowed(before, escrow.id, rich.id, 100_000, USAGE)
+
+    def lent(call: str, micro: int, usage: UsageRecord = USAGE) -> PendingCharge:
+        return PendingCharge(call, micro, usage, account_id=rich.id, escrow_hold_id=escrow.id)
+
+    batch = [
+        lent("c" * 31 + "1", 700_000),
+        PendingCharge(holds[0].id, 1_500_000, USAGE),  # more than its hold
+        lent("c" * 31 + "2", 1_000_000, ODD),
+        PendingCharge(holds[1].id, 2_000_000, USAGE),
+        PendingCharge(holds[1].id, 9_999, USAGE),  # a repeat: the first charge of a hold wins
+        PendingCharge(small_hold.id, 400_000, ODD, account_id=small.id),
+        lent("c" * 31 + "3", 900_000),  # the escrow has 200_000 left
+        PendingCharge(voided.id, 300_000, USAGE),  # not open: left for the one-by-one path
+        lent("c" * 31 + "1", 5),  # a repeat
+        PendingCharge(holds[2].id, 0, ODD),  # free
+        lent(before, 100_000),  # charged before
+        PendingCharge("f" * 32, 60_000, USAGE, escrow_hold_id=escrow.id),  # no account: one by one
+    ]
+    charged = {batch[i].hold_id for i in (0, 1, 2, 3, 5, 6, 9)}
+    return batch, charged
+
+
+@ON_POSTGRES
+def test_one_statement_books_what_one_by_one_books(ledger: Ledger, twin: Ledger) -> None:
+    batch, charged = _covered_scenario(ledger)
+    now = ledger.now()
+    with ledger.core_statement(flush=False) as conn:
+        done = settle_batch_function.settle(conn, batch, [c.to_line() for c in batch], now)
+    assert done == charged
+
+    twin_batch, twin_charged = _covered_scenario(twin)
+    for charge in twin_batch:
+        if charge.hold_id not in twin_charged or twin.unsettled([charge.hold_id]) == set():
+            continue  # what the batch leaves, and the repeats
+        if charge.escrow_hold_id is None:
+            twin.settle(charge.hold_id, charge.micro, charge.usage)
+        else:
+            assert charge.account_id is not None
+            twin.settle_escrowed(
+                charge.hold_id, charge.escrow_hold_id, charge.account_id, charge.micro, charge.usage
+            )
+
+    assert _books(ledger) == _books(twin)
+    assert ledger.audit() == [] and twin.audit() == []
+    rich = ledger.find_account("user", "rich")
+    assert rich is not None
+    assert {u.created_at for u in ledger.usage(rich.id, limit=100) if u.hold_id in charged} == {now}
+    call_hold = ledger.get_hold(batch[0].hold_id)
+    assert (call_hold.status, call_hold.charged, call_hold.created_at) == ("settled", 700_000, now)
+    # a second time, nothing is charged again
+    before = _books(ledger)
+    with ledger.core_statement(flush=False) as conn:
+        assert settle_batch_function.settle(conn, batch, [c.to_line() for c in batch], ledger.now()) == set()
+    assert _books(ledger) == before
+
+
+def _entry_order(ledger: Ledger) -> list[tuple[object, ...]]:
+    """The entries and usage events in the order they were written (ids); hold ids left
+    out (a held call's differs in the twin)."""
+    with ledger.core_transaction() as conn:
+        entries = conn.exec_driver_sql(
+            "SELECT account_id, kind, amount, held_delta, reason FROM entries ORDER BY id"
+        ).all()
+        events = conn.exec_driver_sql(
+            "SELECT account_id, charged, user_id FROM usage_events ORDER BY id"
+        ).all()
+    return [tuple(row) for row in entries] + [tuple(row) for row in events]
+
+
+def _as_journaled(held: list[OpenCharge], lent: list[LentCharge]) -> list[PendingCharge]:
+    return [PendingCharge(c.hold_id, c.micro, c.usage) for c in held] + [
+        PendingCharge(c.hold_id, c.micro, c.usage, account_id=c.account_id, escrow_hold_id=c.escrow_hold_id)
+        for c in lent
+    ]
+
+
+@ON_POSTGRES
+def test_a_batch_no_single_grant_covers_is_left_to_the_statements(ledger: Ledger, twin: Ledger) -> None:
+    batch = _as_journaled(*_scenario(ledger)[:2])  # burns across grants, into debt
+    before = _books(ledger)
+    with pytest.raises(Unavailable) as why, ledger.core_statement(flush=False) as conn:
+        settle_batch_function.settle(conn, batch, [c.to_line() for c in batch], ledger.now())
+    assert why.value.args[0] == NEEDS_BURN_LOOP
+    assert _books(ledger) == before  # nothing written
+    # the journal's writer then books it statement by statement, grant by grant
+    stats = JournalStats()
+    apply_charges(ledger, batch, [c.to_line() for c in batch], stats)
+    assert (stats.batches_in_function, ledger.batch_function) == (0, True)  # still on for the next
+    twin_batch = _as_journaled(*_scenario(twin)[:2])
+    twin.batch_function = False
+    apply_charges(twin, twin_batch)
+    assert _books(ledger) == _books(twin)
+
+
+@ON_POSTGRES
+def test_the_journal_books_its_batches_in_one_statement(ledger: Ledger, twin: Ledger) -> None:
+    batch, _ = _covered_scenario(ledger)
+    stats = JournalStats()
+    apply_charges(ledger, batch, [c.to_line() for c in batch], stats)
+    assert stats.batches_in_function == 1
+    twin_batch, _ = _covered_scenario(twin)
+    twin.batch_function = False  # the statements, as before the function
+    twin_stats = JournalStats()
+    apply_charges(twin, twin_batch, None, twin_stats)
+    assert twin_stats.batches_in_function == 0
+    assert _books(ledger) == _books(twin)
+    assert _entry_order(ledger) == _entry_order(twin)
+
+
+@ON_POSTGRES
+def test_a_database_without_the_function_books_batches_as_statements(ledger: Ledger) -> None:
+    batch, charged = _covered_scenario(ledger)
+    with ledger.core_transaction() as conn:
+        conn.exec_driver_sql(f"DROP FUNCTION {settle_batch_function.NAME}")
+    stats = JournalStats()
+    apply_charges(ledger, batch, [c.to_line() for c in batch], stats)
+    assert ledger.batch_function is False  # noticed once: no failing call per batch after it
+    assert stats.batches_in_function == 0
+    assert ledger.unsettled(sorted(charged)) == set()

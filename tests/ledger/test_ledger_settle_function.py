@@ -14,8 +14,10 @@ import pytest
 from ledger_testlib import CR, LOCK_ACCOUNT, USAGE, funded, postgres_only, until_a_lock_is_awaited
 from sqlalchemy import create_engine, event, text
 
-from ledger import Ledger, Settlement, migrate, settle_function
+from ledger import Ledger, Settlement, migrate, settle_batch_function, settle_function
 from ledger.ids import new_hold_id
+from ledger.journal import JournalStats, apply_charges
+from ledger.outbox import PendingCharge
 
 
 @pytest.fixture
@@ -161,9 +163,9 @@ def test_the_grant_is_chosen_after_the_account_lock_as_in_two_statements(ledger:
     assert (left[purchase.id], left[bonus.id]) == (4 * CR, 5 * CR)
 
 
-def _migration_0003() -> Any:
-    path = migrate.MIGRATIONS_DIR / "versions" / "0003_settle_functions.py"
-    spec = importlib.util.spec_from_file_location("migration_0003", path)
+def _migration(name: str) -> Any:
+    path = migrate.MIGRATIONS_DIR / "versions" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -173,7 +175,12 @@ def _migration_0003() -> Any:
 def test_migration_0003_creates_the_functions_the_code_calls() -> None:
     """A change to hotpath's settle statements fails here: it needs a new function version
     (``NAME``) and a migration creating it, or databases migrated earlier would run the old."""
-    assert settle_function.create_sql() == _migration_0003().CREATE_FUNCTIONS
+    assert settle_function.create_sql() == _migration("0003_settle_functions").CREATE_FUNCTIONS
+
+
+def test_migration_0004_creates_the_batch_function_the_code_calls() -> None:
+    """As for 0003: the journal's batch function changes only with a new version and migration."""
+    assert settle_batch_function.create_sql() == _migration("0004_settle_batch_function").CREATE_FUNCTION
 
 
 @pytest.mark.postgres
@@ -186,6 +193,11 @@ def test_migrations_create_and_drop_the_functions(pg_url: str) -> None:
         assert book.settle(hold.id, CR, USAGE).charged == CR
         escrow = book.hold(acc, 2 * CR, ttl_seconds=60, reference="escrow")
         assert book.settle_escrowed(new_hold_id(), escrow.id, acc, CR, USAGE).charged == CR
+        # the journal's batch function (0004), on a batch the first grant covers
+        journaled = [book.hold(acc, CR, ttl_seconds=60) for _ in range(2)]
+        stats = JournalStats()
+        assert apply_charges(book, [PendingCharge(h.id, 1000, USAGE) for h in journaled], None, stats) == 0
+        assert stats.batches_in_function == 1
         book.void(escrow.id)
         assert book._settle_function
         assert book.audit() == []
@@ -195,8 +207,8 @@ def test_migrations_create_and_drop_the_functions(pg_url: str) -> None:
     engine = create_engine(pg_url)
     try:
         with engine.connect() as conn:
-            for function in settle_function.FUNCTIONS:
-                assert conn.execute(text(f"SELECT to_regproc('{function.name}')")).scalar_one() is None
+            for name in [f.name for f in settle_function.FUNCTIONS] + [settle_batch_function.NAME]:
+                assert conn.execute(text(f"SELECT to_regproc('{name}')")).scalar_one() is None
     finally:
         engine.dispose()
 
@@ -204,3 +216,4 @@ def test_migrations_create_and_drop_the_functions(pg_url: str) -> None:
 def test_schema_sql_holds_the_functions() -> None:
     schema = (Path(__file__).resolve().parents[2] / "schema.sql").read_text()
     assert settle_function.create_sql() in schema
+    assert settle_batch_function.create_sql() in schema
