@@ -112,9 +112,18 @@ class FastPath:
         from ledger.outbox import PendingCharge
 
         ledger, journal, escrow = self.ledger, self.journal, self.escrow
+        # as the credit gate calls a book: from memory when it can (``lend_now``,
+        # ``give_back_now``: a block handed back in the background), else the slow way;
+        # a measured commit older than those methods lends and gives back the slow way
+        lend_now = getattr(escrow, "lend_now", lambda *_a, **_k: None)
+        give_back_now = getattr(escrow, "give_back_now", lambda *_a: False)
 
         def cycle() -> None:
-            hold = escrow.lend(account_id, HOLD_MICRO, reference="bench-gpt-4o") if escrow else None
+            hold = None
+            if escrow is not None:
+                hold = lend_now(account_id, HOLD_MICRO, reference="bench-gpt-4o") or escrow.lend(
+                    account_id, HOLD_MICRO, reference="bench-gpt-4o"
+                )
             if hold is None:
                 hold = ledger.hold(account_id, HOLD_MICRO, ttl_seconds=900, reference="bench-gpt-4o")
             journal.record(
@@ -122,7 +131,7 @@ class FastPath:
                     hold.id, CHARGE_MICRO, USAGE, account_id=account_id, escrow_hold_id=hold.escrow_hold_id
                 )
             )
-            if hold.escrow_hold_id is not None:
+            if hold.escrow_hold_id is not None and not give_back_now(hold, CHARGE_MICRO):
                 escrow.give_back(hold, CHARGE_MICRO)
 
         return cycle
