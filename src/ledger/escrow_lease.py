@@ -60,6 +60,7 @@ class _Block:
     used: int = 0
     inflight: int = 0
     retired: bool = False
+    leased_ahead: bool = False  # its successor was asked for (once a block, got or not)
     loans: set[str] = field(default_factory=set)
 
 
@@ -159,9 +160,11 @@ class LeasedBook:
         return ahead
 
     def _runs_low(self, account_id: int, block: _Block, micro: int) -> bool:
-        """Whether to lease the account's next block now (at most one at a time)."""
-        if self._low_water == 0 or block.remaining >= micro * self._low_water:
+        """Whether to lease the account's next block now: once per block (an escrow too
+        low for a second block is not asked again on every call), one at a time."""
+        if self._low_water == 0 or block.leased_ahead or block.remaining >= micro * self._low_water:
             return False
+        block.leased_ahead = True
         if account_id in self._ahead or account_id in self._leasing or self._closed:
             return False
         self._leasing.add(account_id)

@@ -157,6 +157,32 @@ def test_a_block_leased_ahead_and_never_lent_from_goes_back_at_close(
     assert ledger.audit() == []
 
 
+def test_a_lease_ahead_refused_is_not_asked_again_on_every_call(
+    ledger: Ledger, make_leased: MakeLeased, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    acc = funded(ledger, 100 * CR)
+    book = make_leased(ledger, calls_per_block=8)  # low water: 2 calls' worth left
+    loans = [book.lend(acc, 1000)]
+    asked: list[int] = []
+
+    def refusing(account_id: int, micro: int, *, reference: str = "") -> Hold | None:
+        asked.append(micro)  # an escrow too low for another block
+        return None
+
+    monkeypatch.setattr(book.shared, "lend", refusing)
+    for _ in range(7):
+        loans.append(book.lend_now(acc, 1000))
+        book.wait_refills()
+    assert all(loan is not None for loan in loans)
+    assert asked == [8 * 1000]  # once for the block, not again on each of its last calls
+    monkeypatch.undo()
+    for loan in loans:
+        assert loan is not None
+        _charge(ledger, book, loan, 500)
+    book.close()
+    assert ledger.balance(acc).balance == 100 * CR - 8 * 500
+
+
 def test_a_call_costing_more_than_its_loan_is_taken_from_the_block(
     ledger: Ledger, make_leased: MakeLeased
 ) -> None:
