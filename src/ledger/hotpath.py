@@ -159,7 +159,9 @@ UNHELD_ACCOUNT = (
 
 # -- PostgreSQL: fused statements ------------------------------------------------------
 
-_LIVE_FIRST_SQL = """
+# the first live grant in burn-down order (``_live_grants``'s); ``settle_batch_function``
+# builds its grant burn from it too
+LIVE_FIRST_SQL = """
     SELECT id FROM grants
     WHERE account_id = :account_id AND remaining > 0 AND (expires_at IS NULL OR expires_at > :now)
     ORDER BY priority DESC, expires_at ASC NULLS LAST, created_at ASC, id ASC
@@ -214,7 +216,7 @@ def charge_sql(release: str, call_param: str) -> str:
     return f"""
 WITH g AS (
     UPDATE grants SET remaining = remaining - :micro
-    WHERE id = ({_LIVE_FIRST_SQL}) AND remaining >= :micro AND :micro > 0
+    WHERE id = ({LIVE_FIRST_SQL}) AND remaining >= :micro AND :micro > 0
     RETURNING id
 ), e AS (
     INSERT INTO entries (account_id, kind, amount, held_delta, grant_id, hold_id, reason, reference,

@@ -80,7 +80,7 @@ def _event_values() -> str:
 
 def _body() -> str:
     event_names, event_record = _event_columns()
-    live_first = hotpath._LIVE_FIRST_SQL.replace(":account_id", "v_account.account_id").replace(
+    live_first = hotpath.LIVE_FIRST_SQL.replace(":account_id", "v_account.account_id").replace(
         ":now", "p_now"
     )
     return f"""DECLARE
